@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Stops the local cluster started by up.sh and removes $STATE. Idempotent.
+# Only touches what this cluster made: processes from $PIDS, containerd shims
+# whose -address is our socket (and their children), mounts under $STATE,
+# CNI network namespaces holding a pod address of $POD_CIDR, the bridge
+# $CNI_BRIDGE, the iptables chain SIDECAR-ORDER, and the kubepods cgroups.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+if [[ ! -d $STATE ]]; then
+  log "down: $STATE does not exist; nothing to do"
+  # still remove a leftover bridge/chain from an earlier run
+fi
+
+# stop_pid NAME PID: TERM, wait up to 10 s, then KILL.
+stop_pid() {
+  local name=$1 pid=$2 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  log "down: $name (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  log "down: WARNING: $name (pid $pid) still alive after SIGKILL"
+}
+
+stop_component() {
+  local name=$1 f=$PIDS/$1.pid pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f" 2>/dev/null || true)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    # make sure the pid was not reused by an unrelated process
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$STATE\|$CACHE_BIN\|containerd"; then
+      log "down: stopping $name (pid $pid)"
+      stop_pid "$name" "$pid"
+    else
+      log "down: pid $pid of $name is not ours any more; leaving it"
+    fi
+  fi
+  rm -f "$f"
+}
+
+# descendants PID: all pids below PID (children first order reversed later).
+descendants() {
+  local p=$1 c
+  for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do echo "$c"; descendants "$c"; done
+}
+
+# Kill the kubelet first so it does not restart containers, then the workloads.
+stop_component kubelet
+
+# Container tasks: ask containerd to kill them while it is still up.
+if [[ -S $CONTAINERD_SOCK ]] && pid_alive containerd; then
+  for t in $(timeout 10 ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null || true); do
+    timeout 5 ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
+  done
+fi
+
+# Shims of our containerd (their command line names our socket), with their containers.
+shims=$(pgrep -f -- "containerd-shim.*-address $CONTAINERD_SOCK( |\$)" 2>/dev/null || true)
+for s in $shims; do
+  kids=$(descendants "$s")
+  log "down: killing containerd shim $s and its processes $(echo $kids)"
+  for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
+  stop_pid containerd-shim "$s"
+done
+
+stop_component containerd
+stop_component kube-scheduler
+stop_component kube-controller-manager
+stop_component kube-apiserver
+stop_component etcd
+
+# Processes left in the kubepods cgroups made by our kubelet, then the cgroups themselves.
+if [[ -d $STATE ]]; then
+  for hier in /sys/fs/cgroup/*/; do
+    [[ -d ${hier}kubepods ]] || continue
+    find "${hier}kubepods" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
+      kill -KILL "$p" 2>/dev/null || true
+    done
+  done
+  sleep 0.2
+  for hier in /sys/fs/cgroup/*/; do
+    [[ -d ${hier}kubepods ]] || continue
+    find "${hier}kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+fi
+
+# Network namespaces made by the CRI for our pods (they hold an address in $POD_CIDR).
+prefix=${POD_CIDR%.*.*}.   # e.g. 10.88.
+for ns in /run/netns/cni-*; do
+  [[ -e $ns ]] || continue
+  n=$(basename "$ns")
+  if ip -n "$n" -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
+    log "down: removing network namespace $n"
+    ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
+  fi
+done
+
+# Every mount under $STATE, deepest (last mounted) first.
+if [[ -d $STATE ]]; then
+  for i in 1 2 3; do
+    mapfile -t mnts < <(awk -v s="$STATE" '{ m=$2; gsub(/\\040/, " ", m); if (m == s || index(m, s "/") == 1) print m }' /proc/self/mounts | tac)
+    ((${#mnts[@]})) || break
+    for m in "${mnts[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  done
+  left=$(awk -v s="$STATE" 'index($2, s "/") == 1' /proc/self/mounts | wc -l)
+  ((left == 0)) || log "down: WARNING: $left mounts under $STATE remain"
+fi
+
+# The CNI bridge and the DNAT chain.
+if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+  log "down: deleting bridge $CNI_BRIDGE"
+  ip link delete "$CNI_BRIDGE" 2>/dev/null || log "down: WARNING: could not delete bridge $CNI_BRIDGE"
+fi
+if command -v iptables >/dev/null && iptables -t nat -S SIDECAR-ORDER >/dev/null 2>&1; then
+  iptables -t nat -D PREROUTING -j SIDECAR-ORDER 2>/dev/null || true
+  iptables -t nat -D OUTPUT -j SIDECAR-ORDER 2>/dev/null || true
+  iptables -t nat -F SIDECAR-ORDER 2>/dev/null || true
+  iptables -t nat -X SIDECAR-ORDER 2>/dev/null || true
+fi
+
+if [[ -d $STATE ]]; then
+  rm -rf "$STATE" 2>/dev/null || { sleep 1; rm -rf "$STATE"; } || die "down: could not remove $STATE (busy mounts?: findmnt | grep $STATE)"
+  log "down: removed $STATE"
+fi
+log "down: done"
