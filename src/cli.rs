@@ -1,0 +1,156 @@
+//! The command line: flags, and the `analyze` command's input and output.
+
+use crate::analyze::{Analysis, analyze};
+use crate::input::{self, InputError};
+use crate::judge::Config;
+use crate::render;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use std::io::Read;
+
+#[derive(Parser, Debug)]
+#[command(name = "sidecar-order", version, about = "Verifies that Kubernetes native sidecars start and stop in the promised order")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Judge one pod from saved kubectl output (--pod/--events) or live (-n NAMESPACE POD).
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// `kubectl get pod -o json|yaml` output (one Pod or a List); `-` reads standard input.
+    #[arg(long, value_name = "FILE", conflicts_with = "pod_name")]
+    pub pod: Option<String>,
+    /// `kubectl get events -o json|yaml` output; events of other objects are ignored.
+    #[arg(long, value_name = "FILE", requires = "pod")]
+    pub events: Option<String>,
+    /// Namespace of the live pod to read through the kubeconfig.
+    #[arg(short = 'n', long, requires = "pod_name")]
+    pub namespace: Option<String>,
+    /// Name of the live pod to read through the kubeconfig.
+    #[arg(value_name = "POD", required_unless_present = "pod")]
+    pub pod_name: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub outlive_seconds: i64,
+}
+
+/// A failure of the analyze command: bad input (exit 2) or an API error.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Pod(String),
+    #[error("{0}")]
+    Live(String),
+}
+
+fn read(file: &str) -> Result<String, InputError> {
+    let mut text = String::new();
+    let res = if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    res.map_err(|source| InputError::Read {
+        file: if file == "-" { "<stdin>".into() } else { file.into() },
+        source,
+    })?;
+    Ok(text)
+}
+
+async fn live(ns: Option<&str>, name: &str) -> Result<(Vec<Pod>, Vec<Event>), AnalyzeError> {
+    use kube::api::{Api, ListParams};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}")))?;
+    let ns = ns.unwrap_or(client.default_namespace()).to_string();
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(name)
+        .await
+        .map_err(|e| AnalyzeError::Live(format!("cannot read pod {ns}/{name}: {e}")))?;
+    let lp = ListParams::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={name}"));
+    let events = Api::<Event>::namespaced(client, &ns)
+        .list(&lp)
+        .await
+        .map_err(|e| AnalyzeError::Live(format!("cannot list events of pod {ns}/{name}: {e}")))?;
+    Ok((vec![pod], events.items))
+}
+
+/// Runs `analyze`; returns the analyses and their printed form.
+pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), AnalyzeError> {
+    let mut cfg = Config {
+        outlive_secs: args.outlive_seconds,
+        now_secs: None,
+    };
+    let (pods, events) = match (&args.pod, &args.pod_name) {
+        (Some(file), _) => {
+            let pods = input::pods(file, &read(file)?)?;
+            let events = match &args.events {
+                Some(f) => input::events(f, &read(f)?)?,
+                None => Vec::new(),
+            };
+            (pods, events)
+        }
+        (None, Some(name)) => {
+            cfg.now_secs = Some(k8s_openapi::jiff::Timestamp::now().as_second());
+            live(args.namespace.as_deref(), name).await?
+        }
+        (None, None) => return Err(AnalyzeError::Pod("give --pod FILE or a pod name".into())),
+    };
+    let analyses = analyze(&pods, &events, &cfg).map_err(|e| {
+        AnalyzeError::Pod(format!("{}: {e}", args.pod.as_deref().unwrap_or("pod")))
+    })?;
+    let text = print(&analyses, args.output);
+    Ok((analyses, text))
+}
+
+fn print(analyses: &[Analysis], output: Output) -> String {
+    #[derive(serde::Serialize)]
+    struct Named<'a> {
+        namespace: &'a str,
+        name: &'a str,
+        report: &'a crate::report::Report,
+    }
+    let named: Vec<Named> = analyses
+        .iter()
+        .map(|a| Named { namespace: &a.namespace, name: &a.name, report: &a.report })
+        .collect();
+    match output {
+        Output::Table => analyses.iter().map(render::table).collect::<Vec<_>>().join("\n"),
+        Output::Json => {
+            let v = match named.as_slice() {
+                [one] => serde_json::to_string_pretty(one.report),
+                many => serde_json::to_string_pretty(many),
+            };
+            v.expect("reports serialize") + "\n"
+        }
+        Output::Yaml => {
+            let v = match named.as_slice() {
+                [one] => serde_saphyr::to_string(one.report),
+                many => serde_saphyr::to_string(&many),
+            };
+            v.expect("reports serialize")
+        }
+    }
+}
+
+/// The exit code for a finished analysis: 1 when an error-severity rule broke.
+pub fn exit_code(analyses: &[Analysis]) -> u8 {
+    u8::from(analyses.iter().any(|a| a.report.errors().next().is_some()))
+}

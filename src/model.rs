@@ -1,0 +1,182 @@
+//! The compact facts the engine works on: what matters of a Pod and of the
+//! kubelet's Events, without any Kubernetes API type. The controller keeps
+//! exactly this per tracked pod, so keep it small.
+
+use crate::time::Moment;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a container is in the pod's manifest.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Role {
+    /// An `initContainers` entry with `restartPolicy: Always`.
+    Sidecar,
+    /// Any other `initContainers` entry.
+    Init,
+    /// A `containers` entry.
+    App,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+    Startup,
+    /// A probe failure whose kind the event did not tell.
+    Unknown,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+            ProbeKind::Startup => "startup",
+            ProbeKind::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// Which probes and hooks a container declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Declares {
+    pub liveness: bool,
+    pub readiness: bool,
+    pub startup: bool,
+    pub post_start: bool,
+    pub pre_stop: bool,
+}
+
+/// One run of a container, as container statuses report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub started: Option<Moment>,
+    pub finished: Option<Moment>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    /// The run the status calls current (`state`), not `lastState`.
+    pub current: bool,
+}
+
+/// A container's current state, as much as the engine needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StateKind {
+    /// No status for this container yet.
+    #[default]
+    Unknown,
+    Waiting,
+    Running,
+    Terminated,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerFacts {
+    pub name: String,
+    pub role: Role,
+    /// Position in its manifest list (`initContainers` or `containers`).
+    pub index: u16,
+    pub declares: Declares,
+    pub state: StateKind,
+    pub restarts: u32,
+    pub started: Option<bool>,
+    pub ready: bool,
+    /// At most two runs (`lastState` and `state`), oldest first.
+    pub runs: Vec<Run>,
+}
+
+/// When and how the pod is being deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// `metadata.deletionTimestamp`: the deadline by which the pod must be gone.
+    pub deadline_secs: i64,
+    pub grace_secs: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodFacts {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub restart_policy: RestartPolicy,
+    pub grace_secs: i64,
+    pub deletion: Option<Deletion>,
+    /// `status.phase` when it is Succeeded or Failed.
+    pub finished_phase: bool,
+    /// The pod was seen gone from the API (only the controller knows this).
+    pub gone: bool,
+    /// Has a `status` at all.
+    pub has_status: bool,
+    pub containers: Vec<ContainerFacts>,
+    /// The latest time any field of the pod mentions: a lower bound of "now"
+    /// for saved output.
+    pub latest_secs: i64,
+}
+
+impl PodFacts {
+    pub fn sidecar_count(&self) -> usize {
+        self.containers
+            .iter()
+            .filter(|c| c.role == Role::Sidecar)
+            .count()
+    }
+
+    pub fn container_index(&self, role_is_init: bool, name: &str) -> Option<usize> {
+        self.containers.iter().position(|c| {
+            c.name == name && (c.role == Role::App) != role_is_init
+        })
+    }
+}
+
+/// The kubelet event reasons the engine uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum EventReason {
+    Started,
+    Killing,
+    Unhealthy,
+    BackOff,
+    FailedPostStartHook,
+    FailedPreStopHook,
+    ExceededGracePeriod,
+}
+
+impl EventReason {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Started" => EventReason::Started,
+            "Killing" => EventReason::Killing,
+            "Unhealthy" => EventReason::Unhealthy,
+            "BackOff" => EventReason::BackOff,
+            "FailedPostStartHook" => EventReason::FailedPostStartHook,
+            "FailedPreStopHook" => EventReason::FailedPreStopHook,
+            "ExceededGracePeriod" => EventReason::ExceededGracePeriod,
+            _ => return None,
+        })
+    }
+}
+
+/// One kubelet event about one container of the pod (aggregated: `count`
+/// occurrences between `first` and `last`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFact {
+    /// The event object's name: identifies it across updates.
+    pub key: String,
+    /// Index into `PodFacts::containers`; `None` for pod-level events.
+    pub container: Option<usize>,
+    pub reason: EventReason,
+    pub probe: Option<ProbeKind>,
+    pub count: u32,
+    pub first: Moment,
+    pub last: Moment,
+}

@@ -1,0 +1,360 @@
+//! Pod and Event, as the API serves them -> the engine's compact facts.
+//!
+//! The only module of the core that knows Kubernetes types. It copies what
+//! the rules need and drops the rest, and it never fails on odd content: a
+//! missing field becomes an unknown, which the judge reports as such.
+
+use crate::model::{
+    ContainerFacts, Declares, Deletion, EventFact, EventReason, PodFacts, ProbeKind, RestartPolicy,
+    Role, Run, StateKind,
+};
+use crate::time::Moment;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Why a Pod cannot be judged at all.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PodError {
+    #[error("the pod has no metadata.name")]
+    NoName,
+    #[error("pod {0} has no spec")]
+    NoSpec(String),
+    #[error("pod {0} has more than 65535 containers")]
+    TooManyContainers(String),
+}
+
+fn secs(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+fn restart_policy(p: Option<&str>) -> RestartPolicy {
+    match p {
+        Some("Never") => RestartPolicy::Never,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        _ => RestartPolicy::Always,
+    }
+}
+
+fn declares(c: &Container) -> Declares {
+    let lifecycle = c.lifecycle.as_ref();
+    Declares {
+        liveness: c.liveness_probe.is_some(),
+        readiness: c.readiness_probe.is_some(),
+        startup: c.startup_probe.is_some(),
+        post_start: lifecycle.is_some_and(|l| l.post_start.is_some()),
+        pre_stop: lifecycle.is_some_and(|l| l.pre_stop.is_some()),
+    }
+}
+
+/// Reads the runs of one container status (lastState first, then state).
+fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) {
+    let mut runs = Vec::with_capacity(2);
+    let mut note = |t: &Option<Time>| -> Option<Moment> {
+        t.as_ref().map(|t| {
+            let s = secs(t);
+            *latest = (*latest).max(s);
+            Moment::status(s)
+        })
+    };
+    if let Some(term) = status.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+        runs.push(Run {
+            started: note(&term.started_at),
+            finished: note(&term.finished_at),
+            exit_code: Some(term.exit_code),
+            signal: term.signal,
+            reason: term.reason.clone(),
+            current: false,
+        });
+    }
+    let mut kind = StateKind::Unknown;
+    if let Some(state) = status.state.as_ref() {
+        if let Some(r) = state.running.as_ref() {
+            kind = StateKind::Running;
+            runs.push(Run {
+                started: note(&r.started_at),
+                finished: None,
+                exit_code: None,
+                signal: None,
+                reason: None,
+                current: true,
+            });
+        } else if let Some(term) = state.terminated.as_ref() {
+            kind = StateKind::Terminated;
+            runs.push(Run {
+                started: note(&term.started_at),
+                finished: note(&term.finished_at),
+                exit_code: Some(term.exit_code),
+                signal: term.signal,
+                reason: term.reason.clone(),
+                current: true,
+            });
+        } else if state.waiting.is_some() {
+            kind = StateKind::Waiting;
+        }
+    }
+    (kind, runs)
+}
+
+/// Projects a Pod onto the facts the engine needs.
+pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
+    let meta = &pod.metadata;
+    let name = meta.name.clone().ok_or(PodError::NoName)?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| PodError::NoSpec(name.clone()))?;
+    let status = pod.status.as_ref();
+    let mut latest = meta.creation_timestamp.as_ref().map_or(i64::MIN, secs);
+
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let total = init.len() + spec.containers.len();
+    if total > usize::from(u16::MAX) {
+        return Err(PodError::TooManyContainers(name));
+    }
+    let mut containers = Vec::with_capacity(total);
+    let lists = [
+        (init, status.and_then(|s| s.init_container_statuses.as_deref())),
+        (
+            spec.containers.as_slice(),
+            status.and_then(|s| s.container_statuses.as_deref()),
+        ),
+    ];
+    for (list_no, (specs, statuses)) in lists.into_iter().enumerate() {
+        for (index, c) in specs.iter().enumerate() {
+            let role = match (list_no, c.restart_policy.as_deref()) {
+                (1, _) => Role::App,
+                (_, Some("Always")) => Role::Sidecar,
+                _ => Role::Init,
+            };
+            let st = statuses.and_then(|all| all.iter().find(|s| s.name == c.name));
+            let (state, runs) = st.map_or((StateKind::Unknown, Vec::new()), |s| {
+                runs_of(s, &mut latest)
+            });
+            containers.push(ContainerFacts {
+                name: c.name.clone(),
+                role,
+                index: index as u16,
+                declares: declares(c),
+                state,
+                restarts: st.map_or(0, |s| s.restart_count.max(0) as u32),
+                started: st.and_then(|s| s.started),
+                ready: st.is_some_and(|s| s.ready),
+                runs,
+            });
+        }
+    }
+    if let Some(conds) = status.and_then(|s| s.conditions.as_ref()) {
+        for c in conds {
+            if let Some(t) = &c.last_transition_time {
+                latest = latest.max(secs(t));
+            }
+        }
+    }
+    let deletion = meta.deletion_timestamp.as_ref().map(|t| Deletion {
+        deadline_secs: secs(t),
+        grace_secs: meta
+            .deletion_grace_period_seconds
+            .unwrap_or(spec.termination_grace_period_seconds.unwrap_or(30)),
+    });
+    let phase = status.and_then(|s| s.phase.as_deref());
+    Ok(PodFacts {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name,
+        uid: meta.uid.clone().unwrap_or_default(),
+        restart_policy: restart_policy(spec.restart_policy.as_deref()),
+        grace_secs: spec.termination_grace_period_seconds.unwrap_or(30),
+        deletion,
+        finished_phase: matches!(phase, Some("Succeeded" | "Failed")),
+        gone: false,
+        has_status: status.is_some(),
+        containers,
+        latest_secs: latest,
+    })
+}
+
+/// What an Event is to a given pod.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EventFit {
+    /// An event about this pod that the engine uses.
+    Used(EventFact),
+    /// About this pod, but not a reason (or container) the rules look at.
+    Unused,
+    /// About another object.
+    OtherObject,
+}
+
+/// The kubelet names events `<object>.<hex UnixNano>`; returns that time when
+/// it agrees (within a second) with the event's whole-second timestamp.
+fn nanos_from_name(name: &str, first_secs: i64) -> Option<i64> {
+    let (_, hex) = name.rsplit_once('.')?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    let n = i64::try_from(u64::from_str_radix(hex, 16).ok()?).ok()?;
+    let s = n.div_euclid(1_000_000_000);
+    (s.abs_diff(first_secs) <= 1).then_some(n)
+}
+
+fn probe_kind(message: Option<&str>, declares: Option<Declares>) -> ProbeKind {
+    // The reason (Unhealthy) says a probe failed; only the message names its kind.
+    let m = message.unwrap_or_default();
+    for (prefix, kind) in [
+        ("Liveness", ProbeKind::Liveness),
+        ("Readiness", ProbeKind::Readiness),
+        ("Startup", ProbeKind::Startup),
+    ] {
+        if m.starts_with(prefix) {
+            return kind;
+        }
+    }
+    match declares {
+        Some(Declares {
+            liveness: true,
+            readiness: false,
+            startup: false,
+            ..
+        }) => ProbeKind::Liveness,
+        Some(Declares {
+            liveness: false,
+            readiness: true,
+            startup: false,
+            ..
+        }) => ProbeKind::Readiness,
+        Some(Declares {
+            liveness: false,
+            readiness: false,
+            startup: true,
+            ..
+        }) => ProbeKind::Startup,
+        _ => ProbeKind::Unknown,
+    }
+}
+
+/// Parses `spec.initContainers{NAME}` / `spec.containers{NAME}`.
+fn field_path(path: &str) -> Option<(bool, &str)> {
+    let (list, rest) = path.split_once('{')?;
+    let name = rest.strip_suffix('}')?;
+    match list {
+        "spec.initContainers" => Some((true, name)),
+        "spec.containers" => Some((false, name)),
+        _ => None,
+    }
+}
+
+/// Decides whether `ev` is about `pod` and, if the rules use it, projects it.
+pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
+    let obj = &ev.involved_object;
+    let same = |a: &Option<String>, b: &str| a.as_deref().is_none_or(|a| b.is_empty() || a == b);
+    if obj.kind.as_deref().is_some_and(|k| k != "Pod")
+        || obj.name.as_deref() != Some(pod.name.as_str())
+        || !same(&obj.namespace, &pod.namespace)
+        || !same(&obj.uid, &pod.uid)
+    {
+        return EventFit::OtherObject;
+    }
+    let Some(reason) = ev.reason.as_deref().and_then(EventReason::parse) else {
+        return EventFit::Unused;
+    };
+    let container = obj.field_path.as_deref().and_then(field_path).and_then(
+        |(init, name)| pod.container_index(init, name),
+    );
+    if container.is_none() && reason != EventReason::ExceededGracePeriod {
+        return EventFit::Unused;
+    }
+    let micro = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime| {
+        (t.0.as_second(), i64::try_from(t.0.as_nanosecond()).ok())
+    };
+    let (first_secs, first_nanos) = match (&ev.first_timestamp, &ev.event_time) {
+        (Some(t), _) => (secs(t), None),
+        (None, Some(t)) => micro(t),
+        (None, None) => match &ev.metadata.creation_timestamp {
+            Some(t) => (secs(t), None),
+            None => return EventFit::Unused,
+        },
+    };
+    let name = ev.metadata.name.clone().unwrap_or_default();
+    let first_nanos = first_nanos.or_else(|| nanos_from_name(&name, first_secs));
+    let count = ev
+        .series
+        .as_ref()
+        .and_then(|s| s.count)
+        .or(ev.count)
+        .unwrap_or(1)
+        .max(1) as u32;
+    let first = Moment::event(first_secs, first_nanos);
+    let last = match (
+        &ev.last_timestamp,
+        ev.series.as_ref().and_then(|s| s.last_observed_time.as_ref()),
+    ) {
+        _ if count == 1 => first,
+        (_, Some(t)) => {
+            let (s, n) = micro(t);
+            Moment::event(s, n)
+        }
+        (Some(t), None) => Moment::event(secs(t).max(first_secs), None),
+        (None, None) => first,
+    };
+    let probe = (reason == EventReason::Unhealthy).then(|| {
+        probe_kind(
+            ev.message.as_deref(),
+            container.map(|i| pod.containers[i].declares),
+        )
+    });
+    EventFit::Used(EventFact {
+        key: if name.is_empty() {
+            format!("{:?}/{:?}/{first_secs}", reason, container)
+        } else {
+            name
+        },
+        container,
+        reason,
+        probe,
+        count,
+        first,
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_nanos_must_agree_with_timestamp() {
+        // 0x18532d6f5a1b2c3d ns = 1752450451.7 s
+        let n = 0x1853_2d6f_5a1b_2c3d_i64;
+        let s = n / 1_000_000_000;
+        assert_eq!(nanos_from_name("pod.18532d6f5a1b2c3d", s), Some(n));
+        assert_eq!(nanos_from_name("pod.18532d6f5a1b2c3d", s + 5), None);
+        assert_eq!(nanos_from_name("pod-without-suffix", s), None);
+        assert_eq!(nanos_from_name("pod.zz", s), None);
+    }
+
+    #[test]
+    fn field_paths() {
+        assert_eq!(
+            field_path("spec.initContainers{proxy}"),
+            Some((true, "proxy"))
+        );
+        assert_eq!(field_path("spec.containers{app}"), Some((false, "app")));
+        assert_eq!(field_path("spec.ephemeralContainers{dbg}"), None);
+        assert_eq!(field_path("spec.containers{app"), None);
+    }
+
+    #[test]
+    fn probe_kind_from_message_or_declaration() {
+        assert_eq!(
+            probe_kind(Some("Liveness probe failed: "), None),
+            ProbeKind::Liveness
+        );
+        let only_readiness = Declares {
+            readiness: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            probe_kind(Some("probe failed"), Some(only_readiness)),
+            ProbeKind::Readiness
+        );
+        assert_eq!(probe_kind(None, None), ProbeKind::Unknown);
+    }
+}

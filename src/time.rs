@@ -1,0 +1,161 @@
+//! Moments and how two of them are compared.
+//!
+//! A moment can be known through several sources of different precision. Each
+//! comparison tries the sources from most to least trustworthy and records
+//! which one decided; where none separates the two moments the answer is
+//! `None` (indeterminate), never a guess.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// Where a moment's whole-second value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SecsFrom {
+    /// `startedAt` / `finishedAt` of a container status (the runtime's time, floored).
+    Status,
+    /// An event's timestamps (the kubelet's clock when it recorded the event,
+    /// a few milliseconds after the fact it reports).
+    Event,
+}
+
+/// One point in time, as precisely as the sources knew it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Moment {
+    /// Unix seconds (always known).
+    pub secs: i64,
+    pub secs_from: SecsFrom,
+    /// Unix nanoseconds of the kubelet clock, from a kubelet event's name.
+    pub nanos: Option<i64>,
+    /// Position in the order in which the controller saw status transitions
+    /// (a monotonic counter of its own); only set for transitions it saw happen.
+    pub seen: Option<u64>,
+}
+
+/// The source that decided a comparison.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Whole seconds from container statuses or event timestamps.
+    StatusSeconds,
+    /// Nanosecond kubelet clock recovered from event names.
+    EventClock,
+    /// The order in which the controller saw the transitions.
+    WatchOrder,
+}
+
+impl Moment {
+    pub fn status(secs: i64) -> Self {
+        Moment {
+            secs,
+            secs_from: SecsFrom::Status,
+            nanos: None,
+            seen: None,
+        }
+    }
+
+    pub fn event(secs: i64, nanos: Option<i64>) -> Self {
+        Moment {
+            secs,
+            secs_from: SecsFrom::Event,
+            nanos,
+            seen: None,
+        }
+    }
+
+    /// The sort key used to order moments for display; not a judgement.
+    pub fn sort_key(&self) -> (i64, i64) {
+        (self.secs, self.nanos.map_or(0, |n| n.rem_euclid(1_000_000_000)))
+    }
+}
+
+/// Compares `a` with `b`. `Some((ordering, source))` when a source separates
+/// them, `None` when nothing does.
+pub fn compare(a: &Moment, b: &Moment) -> Option<(Ordering, Source)> {
+    // Whole seconds are exact when both come from the same kind of clock
+    // reading; an event is recorded slightly after what it reports, so across
+    // kinds only a gap of two seconds or more is trusted.
+    let gap = a.secs - b.secs;
+    let needed = if a.secs_from == b.secs_from { 1 } else { 2 };
+    if gap.abs() >= needed {
+        return Some((gap.cmp(&0), Source::StatusSeconds));
+    }
+    if let (Some(x), Some(y)) = (a.nanos, b.nanos)
+        && x != y
+    {
+        return Some((x.cmp(&y), Source::EventClock));
+    }
+    if let (Some(x), Some(y)) = (a.seen, b.seen)
+        && x != y
+    {
+        return Some((x.cmp(&y), Source::WatchOrder));
+    }
+    None
+}
+
+/// Outcome of asking "did `a` happen strictly before `b`?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Before {
+    Yes(Source),
+    No(Source),
+    Unknown,
+}
+
+pub fn before(a: &Moment, b: &Moment) -> Before {
+    match compare(a, b) {
+        Some((Ordering::Less, s)) => Before::Yes(s),
+        Some((_, s)) => Before::No(s),
+        None => Before::Unknown,
+    }
+}
+
+/// Formats unix seconds as RFC 3339 (UTC), as the Kubernetes API prints times.
+pub fn rfc3339(secs: i64) -> String {
+    match k8s_openapi::jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.to_string(),
+        Err(_) => format!("@{secs}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_decide_when_they_differ() {
+        let a = Moment::status(10);
+        let b = Moment::status(11);
+        assert_eq!(
+            compare(&a, &b),
+            Some((Ordering::Less, Source::StatusSeconds))
+        );
+    }
+
+    #[test]
+    fn same_second_without_finer_source_is_unknown() {
+        assert_eq!(compare(&Moment::status(10), &Moment::status(10)), None);
+    }
+
+    #[test]
+    fn mixed_kinds_need_two_seconds() {
+        let a = Moment::status(10);
+        let b = Moment::event(11, None);
+        assert_eq!(compare(&a, &b), None);
+        let c = Moment::event(12, None);
+        assert_eq!(before(&a, &c), Before::Yes(Source::StatusSeconds));
+    }
+
+    #[test]
+    fn nanos_then_watch_order_break_ties() {
+        let a = Moment::event(10, Some(10_100_000_000));
+        let b = Moment::event(10, Some(10_200_000_000));
+        assert_eq!(before(&a, &b), Before::Yes(Source::EventClock));
+        let mut c = Moment::status(10);
+        let mut d = Moment::status(10);
+        c.seen = Some(5);
+        d.seen = Some(4);
+        assert_eq!(before(&c, &d), Before::No(Source::WatchOrder));
+    }
+}
