@@ -45,33 +45,6 @@ print(json.dumps({
              "initContainers": [c("first-sidecar", True), c("second-sidecar", True)],
              "containers": [c("app", False)]}}, indent=2))
 PY
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $POD
-  namespace: $NS
-  finalizers: ["$FINALIZER"]
-  labels: {app: sidecar-order-smoke}
-spec:
-  terminationGracePeriodSeconds: 30
-  restartPolicy: Always
-  initContainers:
-  - name: first-sidecar
-    image: $BUSYBOX_IMAGE
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "$(sc first-sidecar)"]
-  - name: second-sidecar
-    image: $BUSYBOX_IMAGE
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "$(sc second-sidecar)"]
-  containers:
-  - name: app
-    image: $BUSYBOX_IMAGE
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "$(sc app)"]
-YAML
 log "smoke: creating pod $POD"
 kc apply -f "$OUT/pod.json" >>"$SMOKE_LOG" 2>&1 || fail "kubectl apply failed (see $SMOKE_LOG)"
 if ! kc -n $NS wait --for=condition=Ready pod/$POD --timeout=120s >>"$SMOKE_LOG" 2>&1; then
