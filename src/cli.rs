@@ -9,7 +9,11 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use std::io::Read;
 
 #[derive(Parser, Debug)]
-#[command(name = "sidecar-order", version, about = "Verifies that Kubernetes native sidecars start and stop in the promised order")]
+#[command(
+    name = "sidecar-order",
+    version,
+    about = "Verifies that Kubernetes native sidecars start and stop in the promised order"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,6 +64,11 @@ pub enum AnalyzeError {
     Live(String),
 }
 
+/// How a file is named in messages.
+fn shown(file: &str) -> &str {
+    if file == "-" { "<stdin>" } else { file }
+}
+
 fn read(file: &str) -> Result<String, InputError> {
     let mut text = String::new();
     let res = if file == "-" {
@@ -68,7 +77,11 @@ fn read(file: &str) -> Result<String, InputError> {
         std::fs::read_to_string(file).map(|t| text = t)
     };
     res.map_err(|source| InputError::Read {
-        file: if file == "-" { "<stdin>".into() } else { file.into() },
+        file: if file == "-" {
+            "<stdin>".into()
+        } else {
+            file.into()
+        },
         source,
     })?;
     Ok(text)
@@ -76,15 +89,17 @@ fn read(file: &str) -> Result<String, InputError> {
 
 async fn live(ns: Option<&str>, name: &str) -> Result<(Vec<Pod>, Vec<Event>), AnalyzeError> {
     use kube::api::{Api, ListParams};
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}")))?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}"))
+    })?;
     let ns = ns.unwrap_or(client.default_namespace()).to_string();
     let pod = Api::<Pod>::namespaced(client.clone(), &ns)
         .get(name)
         .await
         .map_err(|e| AnalyzeError::Live(format!("cannot read pod {ns}/{name}: {e}")))?;
-    let lp = ListParams::default().fields(&format!("involvedObject.kind=Pod,involvedObject.name={name}"));
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.kind=Pod,involvedObject.name={name}"
+    ));
     let events = Api::<Event>::namespaced(client, &ns)
         .list(&lp)
         .await
@@ -100,9 +115,9 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
     };
     let (pods, events) = match (&args.pod, &args.pod_name) {
         (Some(file), _) => {
-            let pods = input::pods(file, &read(file)?)?;
+            let pods = input::pods(shown(file), &read(file)?)?;
             let events = match &args.events {
-                Some(f) => input::events(f, &read(f)?)?,
+                Some(f) => input::events(shown(f), &read(f)?)?,
                 None => Vec::new(),
             };
             (pods, events)
@@ -114,7 +129,7 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
         (None, None) => return Err(AnalyzeError::Pod("give --pod FILE or a pod name".into())),
     };
     let analyses = analyze(&pods, &events, &cfg).map_err(|e| {
-        AnalyzeError::Pod(format!("{}: {e}", args.pod.as_deref().unwrap_or("pod")))
+        AnalyzeError::Pod(format!("{}: {e}", args.pod.as_deref().map_or("pod", shown)))
     })?;
     let text = print(&analyses, args.output);
     Ok((analyses, text))
@@ -129,10 +144,18 @@ fn print(analyses: &[Analysis], output: Output) -> String {
     }
     let named: Vec<Named> = analyses
         .iter()
-        .map(|a| Named { namespace: &a.namespace, name: &a.name, report: &a.report })
+        .map(|a| Named {
+            namespace: &a.namespace,
+            name: &a.name,
+            report: &a.report,
+        })
         .collect();
     match output {
-        Output::Table => analyses.iter().map(render::table).collect::<Vec<_>>().join("\n"),
+        Output::Table => analyses
+            .iter()
+            .map(render::table)
+            .collect::<Vec<_>>()
+            .join("\n"),
         Output::Json => {
             let v = match named.as_slice() {
                 [one] => serde_json::to_string_pretty(one.report),

@@ -35,7 +35,10 @@ pub enum InputError {
 }
 
 fn one_line(s: impl std::fmt::Display) -> String {
-    s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    s.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Decodes JSON or YAML (whichever the text is) into a JSON value.
@@ -68,7 +71,11 @@ fn items(
     kind: &'static str,
     list_kind: &'static str,
 ) -> Result<Vec<Value>, InputError> {
-    let found = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let found = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let wrong = |found: String| InputError::WrongKind {
         file: file.into(),
         expected: kind,
@@ -153,10 +160,16 @@ mod tests {
         for (text, want) in [
             ("{", "p.json: invalid JSON"),
             ("", "p.json: is empty"),
-            ("kind: Service\n", "p.json: expected Pod, found kind Service"),
+            (
+                "kind: Service\n",
+                "p.json: expected Pod, found kind Service",
+            ),
             ("[1]", "p.json: expected Pod, found something"),
             ("a: [\n", "p.json: invalid YAML"),
-            (r#"{"kind":"Pod","spec":{"containers":[{}]}}"#, "p.json: pod #0: missing field `name`"),
+            (
+                r#"{"kind":"Pod","spec":{"containers":"x"}}"#,
+                "p.json: pod #0: invalid type",
+            ),
         ] {
             let e = pods("p.json", text).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text:?} gave {e:?}");

@@ -3,6 +3,7 @@
 //! and is `Indeterminate` when none does. Only error-severity rules make a
 //! phase `Violated` or `Indeterminate`; warnings are reported beside it.
 
+use crate::model::EventFact;
 use crate::model::{PodFacts, ProbeKind, RestartPolicy, Role, StateKind};
 use crate::report::{
     Check, ContainerReport, Evidence, MAX_ITEMS, Outcome, Phase, ProbeFailure, Report, Rule,
@@ -10,7 +11,6 @@ use crate::report::{
 };
 use crate::time::{Before, Moment, Source, before, rfc3339};
 use crate::timeline::{Timeline, build};
-use crate::model::EventFact;
 
 /// Knobs of the judgement. `now_secs` is the caller's clock (the engine has none).
 #[derive(Clone, Copy, Debug)]
@@ -40,11 +40,13 @@ fn source_name(s: Source) -> &'static str {
 
 fn at(m: &Moment) -> String {
     match m.nanos {
-        Some(n) => format!(
-            "{}.{:03}",
-            rfc3339(m.secs).trim_end_matches('Z'),
-            n.rem_euclid(1_000_000_000) / 1_000_000
-        ) + "Z",
+        Some(n) => {
+            format!(
+                "{}.{:03}",
+                rfc3339(m.secs).trim_end_matches('Z'),
+                n.rem_euclid(1_000_000_000) / 1_000_000
+            ) + "Z"
+        }
         None => rfc3339(m.secs),
     }
 }
@@ -64,11 +66,20 @@ impl<'a> Judge<'a> {
         &self.pod.containers[i].name
     }
 
-    fn violate(&mut self, rule: Rule, containers: &[usize], message: String, evidence: Vec<String>) {
+    fn violate(
+        &mut self,
+        rule: Rule,
+        containers: &[usize],
+        message: String,
+        evidence: Vec<String>,
+    ) {
         let v = Violation {
             rule,
             severity: rule.severity(),
-            containers: containers.iter().map(|&i| self.name(i).to_string()).collect(),
+            containers: containers
+                .iter()
+                .map(|&i| self.name(i).to_string())
+                .collect(),
             message,
             evidence,
         };
@@ -77,7 +88,14 @@ impl<'a> Judge<'a> {
         }
     }
 
-    fn record(&mut self, rule: Rule, first: usize, second: usize, outcome: Outcome, by: Option<Source>) {
+    fn record(
+        &mut self,
+        rule: Rule,
+        first: usize,
+        second: usize,
+        outcome: Outcome,
+        by: Option<Source>,
+    ) {
         let counts = rule.severity() == crate::report::Severity::Error;
         let slot = (rule.phase() == Phase::Shutdown) as usize;
         if counts {
@@ -112,10 +130,10 @@ impl<'a> Judge<'a> {
         };
         self.record(rule, e, l, outcome, by);
         if outcome == Outcome::Violated {
-            let by = by.map_or("", source_name);
             let evidence = vec![
-                format!("{} {} at {} ({by})", self.name(l), late_what, at(&late)),
+                format!("{} {} at {}", self.name(l), late_what, at(&late)),
                 format!("{} {} at {}", self.name(e), early_what, at(&early)),
+                format!("decided by {}", by.map_or("?", source_name)),
             ];
             let text = message(self.name(e), self.name(l));
             self.violate(rule, &[e, l], text, evidence);
@@ -158,8 +176,17 @@ impl<'a> Judge<'a> {
             for &s in &sidecars {
                 let Some((ms, ss)) = start(s) else {
                     self.record(Rule::AppStartedBeforeSidecar, s, a, Outcome::Violated, None);
-                    let msg = format!("app container {} started but sidecar {} never did", self.name(a), self.name(s));
-                    self.violate(Rule::AppStartedBeforeSidecar, &[s, a], msg, vec![format!("{} started at {}", self.name(a), at(&ma))]);
+                    let msg = format!(
+                        "app container {} started but sidecar {} never did",
+                        self.name(a),
+                        self.name(s)
+                    );
+                    self.violate(
+                        Rule::AppStartedBeforeSidecar,
+                        &[s, a],
+                        msg,
+                        vec![format!("{} started at {}", self.name(a), at(&ma))],
+                    );
                     continue;
                 };
                 let outcome = self.ordered(
@@ -189,15 +216,35 @@ impl<'a> Judge<'a> {
         let Some(tally) = self.tl.lines[s].probe(ProbeKind::Startup).copied() else {
             return;
         };
-        let msg = |s: &str, a: &str| format!("app container {a} started while the startup probe of sidecar {s} was still failing");
+        let msg = |s: &str, a: &str| {
+            format!(
+                "app container {a} started while the startup probe of sidecar {s} was still failing"
+            )
+        };
         if c.restarts == 0 {
             // Every failure belongs to the first run: the last one bounds "started".
-            self.ordered(Rule::AppStartedBeforeSidecar, (s, tally.last, true, "startup probe last failed"), (a, ma, sa, "started"), msg);
+            self.ordered(
+                Rule::AppStartedBeforeSidecar,
+                (s, tally.last, true, "startup probe last failed"),
+                (a, ma, sa, "started"),
+                msg,
+            );
         } else if matches!(before(&ma, &tally.first), Before::Yes(_)) {
             // The first failure is of the first run; later ones may be of restarts.
-            self.ordered(Rule::AppStartedBeforeSidecar, (s, tally.first, true, "startup probe first failed"), (a, ma, sa, "started"), msg);
+            self.ordered(
+                Rule::AppStartedBeforeSidecar,
+                (s, tally.first, true, "startup probe first failed"),
+                (a, ma, sa, "started"),
+                msg,
+            );
         } else if !matches!(before(&tally.last, &ma), Before::Yes(_)) {
-            self.record(Rule::AppStartedBeforeSidecar, s, a, Outcome::Indeterminate, None);
+            self.record(
+                Rule::AppStartedBeforeSidecar,
+                s,
+                a,
+                Outcome::Indeterminate,
+                None,
+            );
         }
     }
 
@@ -214,10 +261,20 @@ impl<'a> Judge<'a> {
             Before::Yes(by) => self.record(rule, s, a, Outcome::Verified, Some(by)),
             Before::No(by) => {
                 self.record(rule, s, a, Outcome::Violated, Some(by));
-                let msg = format!("app container {} started while sidecar {} was not ready (its readiness probe was failing)", self.name(a), self.name(s));
+                let msg = format!(
+                    "app container {} started while sidecar {} was not ready (its readiness probe was failing)",
+                    self.name(a),
+                    self.name(s)
+                );
                 let ev = vec![
-                    format!("{} readiness probe failed {} times from {} ({})", self.name(s), tally.count, at(&tally.first), source_name(by)),
+                    format!(
+                        "{} readiness probe failed {} times from {}",
+                        self.name(s),
+                        tally.count,
+                        at(&tally.first)
+                    ),
                     format!("{} started at {}", self.name(a), at(&ma)),
+                    format!("decided by {}", source_name(by)),
                 ];
                 self.violate(rule, &[s, a], msg, ev);
             }
@@ -255,8 +312,17 @@ impl<'a> Judge<'a> {
                     }
                     None if pod.containers[a].state == StateKind::Running => {
                         self.record(Rule::SidecarStoppedBeforeApp, a, s, Outcome::Violated, None);
-                        let msg = format!("sidecar {} terminated while app container {} was still running", self.name(s), self.name(a));
-                        self.violate(Rule::SidecarStoppedBeforeApp, &[a, s], msg, vec![format!("{} terminated at {}", self.name(s), at(&fs))]);
+                        let msg = format!(
+                            "sidecar {} terminated while app container {} was still running",
+                            self.name(s),
+                            self.name(a)
+                        );
+                        self.violate(
+                            Rule::SidecarStoppedBeforeApp,
+                            &[a, s],
+                            msg,
+                            vec![format!("{} terminated at {}", self.name(s), at(&fs))],
+                        );
                     }
                     None => {}
                 }
@@ -271,7 +337,11 @@ impl<'a> Judge<'a> {
                     Rule::SidecarStopOrder,
                     (b, fb, true, "terminated"),
                     (s, fs, true, "terminated"),
-                    |b, s| format!("sidecar {s} terminated before {b}, which is below it in the manifest"),
+                    |b, s| {
+                        format!(
+                            "sidecar {s} terminated before {b}, which is below it in the manifest"
+                        )
+                    },
                 );
             }
             if finish(s).is_some() {
@@ -280,7 +350,10 @@ impl<'a> Judge<'a> {
         }
 
         // When did shutdown start, and by when must it be over?
-        let last_app = apps.iter().filter_map(|&a| finish(a)).max_by_key(|m| m.sort_key());
+        let last_app = apps
+            .iter()
+            .filter_map(|&a| finish(a))
+            .max_by_key(|m| m.sort_key());
         let (deadline, grace) = match pod.deletion {
             Some(d) => (Some(d.deadline_secs), d.grace_secs),
             None => (last_app.map(|m| m.secs + pod.grace_secs), pod.grace_secs),
@@ -290,9 +363,17 @@ impl<'a> Judge<'a> {
                 && f.killed()
                 && f.at.secs >= deadline - 1
             {
-                let msg = format!("sidecar {} was killed at the end of the {grace}s grace period; the remaining sidecars were stopped together", self.name(s));
+                let msg = format!(
+                    "sidecar {} was killed at the end of the {grace}s grace period; the remaining sidecars were stopped together",
+                    self.name(s)
+                );
                 let ev = vec![
-                    format!("{} terminated at {} with exit code {}", self.name(s), at(&f.at), f.exit_code.unwrap_or(137)),
+                    format!(
+                        "{} terminated at {} with exit code {}",
+                        self.name(s),
+                        at(&f.at),
+                        f.exit_code.unwrap_or(137)
+                    ),
                     format!("grace period ended at {}", rfc3339(deadline)),
                 ];
                 self.violate(Rule::SidecarForceKilled, &[s], msg, ev);
@@ -310,19 +391,42 @@ impl<'a> Judge<'a> {
                 };
                 let late = end - last.secs;
                 let ok = late <= cfg.outlive_secs;
-                self.record(Rule::SidecarOutlivedApp, s, s, if ok { Outcome::Verified } else { Outcome::Violated }, Some(Source::StatusSeconds));
+                self.record(
+                    Rule::SidecarOutlivedApp,
+                    s,
+                    s,
+                    if ok {
+                        Outcome::Verified
+                    } else {
+                        Outcome::Violated
+                    },
+                    Some(Source::StatusSeconds),
+                );
                 if !ok {
-                    let msg = format!("sidecar {} was {what} {late}s after every app container had exited (limit {}s)", self.name(s), cfg.outlive_secs);
-                    let ev = vec![format!("last app container exited at {}", at(&last)), format!("{} {what} at {}", self.name(s), rfc3339(end))];
+                    let msg = format!(
+                        "sidecar {} was {what} {late}s after every app container had exited (limit {}s)",
+                        self.name(s),
+                        cfg.outlive_secs
+                    );
+                    let ev = vec![
+                        format!("last app container exited at {}", at(&last)),
+                        format!("{} {what} at {}", self.name(s), rfc3339(end)),
+                    ];
                     self.violate(Rule::SidecarOutlivedApp, &[s], msg, ev);
                 }
             }
         }
-        let all_stopped = pod.containers.iter().enumerate().all(|(i, c)| {
-            c.role == Role::Init || lines[i].finish.is_some()
-        });
+        let all_stopped = pod
+            .containers
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.role == Role::Init || lines[i].finish.is_some());
         if !all_stopped && !pod.gone {
-            return if self.has_error(Phase::Shutdown) { Verdict::Violated } else { Verdict::Pending };
+            return if self.has_error(Phase::Shutdown) {
+                Verdict::Violated
+            } else {
+                Verdict::Pending
+            };
         }
         if !all_stopped {
             self.undecided[1] += 1;
@@ -412,14 +516,20 @@ pub fn judge_timeline(pod: &PodFacts, tl: &Timeline, cfg: &Config) -> Report {
         .collect();
     let mut violations = j.violations;
     let mut checks = j.checks;
-    violations.sort_by(|a, b| (a.severity, a.rule, &a.containers).cmp(&(b.severity, b.rule, &b.containers)));
+    violations.sort_by(|a, b| {
+        (a.severity, a.rule, &a.containers).cmp(&(b.severity, b.rule, &b.containers))
+    });
     violations.truncate(MAX_ITEMS);
     checks.truncate(MAX_ITEMS);
     Report {
         startup,
         shutdown,
         sidecars,
-        evidence: if gaps.is_empty() || sidecars == 0 { Evidence::Complete } else { Evidence::Partial },
+        evidence: if gaps.is_empty() || sidecars == 0 {
+            Evidence::Complete
+        } else {
+            Evidence::Partial
+        },
         gaps,
         violations,
         probe_failures,

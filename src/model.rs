@@ -19,7 +19,9 @@ pub enum Role {
     App,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
     Liveness,
@@ -133,14 +135,16 @@ impl PodFacts {
     }
 
     pub fn container_index(&self, role_is_init: bool, name: &str) -> Option<usize> {
-        self.containers.iter().position(|c| {
-            c.name == name && (c.role == Role::App) != role_is_init
-        })
+        self.containers
+            .iter()
+            .position(|c| c.name == name && (c.role == Role::App) != role_is_init)
     }
 }
 
 /// The kubelet event reasons the engine uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum EventReason {
     Started,
     Killing,

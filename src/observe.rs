@@ -21,6 +21,10 @@ pub enum PodError {
     NoSpec(String),
     #[error("pod {0} has more than 65535 containers")]
     TooManyContainers(String),
+    #[error("pod {0} has no containers in its spec")]
+    NoContainers(String),
+    #[error("pod {0} has a container without a name")]
+    UnnamedContainer(String),
 }
 
 fn secs(t: &Time) -> i64 {
@@ -56,7 +60,11 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
             Moment::status(s)
         })
     };
-    if let Some(term) = status.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+    if let Some(term) = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+    {
         runs.push(Run {
             started: note(&term.started_at),
             finished: note(&term.finished_at),
@@ -111,9 +119,22 @@ pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
     if total > usize::from(u16::MAX) {
         return Err(PodError::TooManyContainers(name));
     }
+    if spec.containers.is_empty() {
+        return Err(PodError::NoContainers(name));
+    }
+    if init
+        .iter()
+        .chain(&spec.containers)
+        .any(|c| c.name.is_empty())
+    {
+        return Err(PodError::UnnamedContainer(name));
+    }
     let mut containers = Vec::with_capacity(total);
     let lists = [
-        (init, status.and_then(|s| s.init_container_statuses.as_deref())),
+        (
+            init,
+            status.and_then(|s| s.init_container_statuses.as_deref()),
+        ),
         (
             spec.containers.as_slice(),
             status.and_then(|s| s.container_statuses.as_deref()),
@@ -255,9 +276,11 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
     let Some(reason) = ev.reason.as_deref().and_then(EventReason::parse) else {
         return EventFit::Unused;
     };
-    let container = obj.field_path.as_deref().and_then(field_path).and_then(
-        |(init, name)| pod.container_index(init, name),
-    );
+    let container = obj
+        .field_path
+        .as_deref()
+        .and_then(field_path)
+        .and_then(|(init, name)| pod.container_index(init, name));
     if container.is_none() && reason != EventReason::ExceededGracePeriod {
         return EventFit::Unused;
     }
@@ -284,7 +307,9 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
     let first = Moment::event(first_secs, first_nanos);
     let last = match (
         &ev.last_timestamp,
-        ev.series.as_ref().and_then(|s| s.last_observed_time.as_ref()),
+        ev.series
+            .as_ref()
+            .and_then(|s| s.last_observed_time.as_ref()),
     ) {
         _ if count == 1 => first,
         (_, Some(t)) => {
@@ -328,6 +353,23 @@ mod tests {
         assert_eq!(nanos_from_name("pod.18532d6f5a1b2c3d", s + 5), None);
         assert_eq!(nanos_from_name("pod-without-suffix", s), None);
         assert_eq!(nanos_from_name("pod.zz", s), None);
+    }
+
+    #[test]
+    fn odd_pods_are_errors_not_panics() {
+        let pod = |v: serde_json::Value| serde_json::from_value::<Pod>(v).unwrap();
+        let e = pod_facts(&pod(serde_json::json!({"metadata": {}}))).unwrap_err();
+        assert_eq!(e, PodError::NoName);
+        let e = pod_facts(&pod(serde_json::json!({"metadata": {"name": "p"}}))).unwrap_err();
+        assert_eq!(e.to_string(), "pod p has no spec");
+        let e = pod_facts(&pod(
+            serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{}]}}),
+        ));
+        assert_eq!(e.unwrap_err(), PodError::UnnamedContainer("p".into()));
+        let e = pod_facts(&pod(
+            serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": []}}),
+        ));
+        assert_eq!(e.unwrap_err(), PodError::NoContainers("p".into()));
     }
 
     #[test]

@@ -25,8 +25,23 @@ fn timeline(out: &mut String, r: &Report) {
         })
         .collect();
     let t0 = spans.iter().filter_map(|s| s.0).min();
-    let t1 = spans.iter().flat_map(|s| [s.0, s.1]).flatten().max();
-    let name_w = r.containers.iter().map(|c| c.name.len()).max().unwrap_or(9).max(9);
+    let probe_times = r
+        .probe_failures
+        .iter()
+        .filter_map(|p| parse_secs(&p.last_time));
+    let t1 = spans
+        .iter()
+        .flat_map(|s| [s.0, s.1])
+        .flatten()
+        .chain(probe_times)
+        .max();
+    let name_w = r
+        .containers
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
     let (Some(t0), Some(t1)) = (t0, t1) else {
         let _ = writeln!(out, "TIMELINE\n  no container has started yet");
         return;

@@ -67,7 +67,10 @@ impl Moment {
 
     /// The sort key used to order moments for display; not a judgement.
     pub fn sort_key(&self) -> (i64, i64) {
-        (self.secs, self.nanos.map_or(0, |n| n.rem_euclid(1_000_000_000)))
+        (
+            self.secs,
+            self.nanos.map_or(0, |n| n.rem_euclid(1_000_000_000)),
+        )
     }
 }
 

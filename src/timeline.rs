@@ -97,7 +97,9 @@ pub fn dedup(events: &[EventFact]) -> Vec<&EventFact> {
 /// Attaches an event's nanoseconds to a status moment of the same second.
 fn refine(status: Moment, ev: Option<Moment>) -> Moment {
     match ev {
-        Some(e) if e.nanos.is_some() && (e.secs - status.secs).abs() <= 1 && status.nanos.is_none() => {
+        Some(e)
+            if e.nanos.is_some() && (e.secs - status.secs).abs() <= 1 && status.nanos.is_none() =>
+        {
             Moment {
                 nanos: e.nanos,
                 ..status

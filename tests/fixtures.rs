@@ -1,0 +1,91 @@
+//! Table-driven: every directory under tests/fixtures holds a pod and its
+//! events as kubectl prints them, and the verdict the engine must reach.
+
+use serde_json::Value;
+use sidecar_order::analyze::analyze;
+use sidecar_order::cli::exit_code;
+use sidecar_order::input;
+use sidecar_order::judge::Config;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn check(dir: &Path) -> Result<(), String> {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| e.to_string());
+    let pods = input::pods("pod.json", &read("pod.json")?).map_err(|e| e.to_string())?;
+    let events = input::events("events.json", &read("events.json")?).map_err(|e| e.to_string())?;
+    let expect: Value = serde_json::from_str(&read("expect.json")?).map_err(|e| e.to_string())?;
+    let analyses = analyze(&pods, &events, &Config::default()).map_err(|e| e.to_string())?;
+    let r = &analyses[0].report;
+    let mut errs = Vec::new();
+    let mut eq = |what: &str, got: Value, want: &Value| {
+        if &got != want {
+            errs.push(format!("{what}: got {got}, want {want}"));
+        }
+    };
+    eq(
+        "startup",
+        serde_json::to_value(r.startup).unwrap(),
+        &expect["startup"],
+    );
+    eq(
+        "shutdown",
+        serde_json::to_value(r.shutdown).unwrap(),
+        &expect["shutdown"],
+    );
+    let mut rules: Vec<&str> = r.violations.iter().map(|v| v.rule.id()).collect();
+    rules.dedup();
+    eq("rules", serde_json::json!(rules), &expect["rules"]);
+    eq(
+        "exit",
+        serde_json::json!(exit_code(&analyses)),
+        &expect["exit"],
+    );
+    let probes: BTreeMap<String, u32> = r
+        .probe_failures
+        .iter()
+        .map(|p| (format!("{}/{}", p.container, p.probe.as_str()), p.count))
+        .collect();
+    eq(
+        "probeFailures",
+        serde_json::json!(probes),
+        &expect["probeFailures"],
+    );
+    if let Some(ev) = expect.get("evidence") {
+        eq("evidence", serde_json::to_value(r.evidence).unwrap(), ev);
+    }
+    // Every violation names its containers and carries evidence.
+    for v in &r.violations {
+        if v.containers.is_empty() || v.evidence.is_empty() {
+            errs.push(format!(
+                "violation {} lacks containers or evidence",
+                v.rule.id()
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n{}",
+            errs.join("\n"),
+            serde_json::to_string_pretty(r).unwrap()
+        ))
+    }
+}
+
+#[test]
+fn every_fixture_gets_its_expected_verdict() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("expect.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 15, "fixtures missing: {dirs:?}");
+    let failures: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| check(d).err().map(|e| format!("== {}\n{e}", d.display())))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
