@@ -5,7 +5,7 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test lint fmt bench fuzz cluster-up cluster-down cluster-smoke
+.PHONY: build test lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke
 
 build:
 	$(CARGO) build --release --locked
@@ -36,3 +36,8 @@ cluster-down:
 
 cluster-smoke:
 	bash e2e/cluster/smoke.sh
+
+# The CRD is generated from the Rust types; a test fails when these differ.
+crds:
+	$(CARGO) run --quiet --locked -- crd > crds/sidecarorderreports.yaml
+	cp crds/sidecarorderreports.yaml config/crd/sidecarorderreports.yaml

@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Judge one pod from saved kubectl output (--pod/--events) or live (-n NAMESPACE POD).
     Analyze(AnalyzeArgs),
+    /// Print the SidecarOrderReport CustomResourceDefinition (YAML).
+    Crd,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

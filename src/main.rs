@@ -16,5 +16,9 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Crd => {
+            print!("{}", sidecar_order::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
     }
 }
