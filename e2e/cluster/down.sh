@@ -15,12 +15,12 @@ fi
 # stop_pid NAME PID: TERM, wait up to 10 s, then KILL.
 stop_pid() {
   local name=$1 pid=$2 i
-  kill -0 "$pid" 2>/dev/null || return 0
+  proc_alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < 100; i++)); do proc_alive "$pid" || return 0; sleep 0.1; done
   log "down: $name (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for ((i = 0; i < 50; i++)); do proc_alive "$pid" || return 0; sleep 0.1; done
   log "down: WARNING: $name (pid $pid) still alive after SIGKILL"
 }
 
@@ -28,7 +28,7 @@ stop_component() {
   local name=$1 f=$PIDS/$1.pid pid
   [[ -f $f ]] || return 0
   pid=$(cat "$f" 2>/dev/null || true)
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+  if [[ -n $pid ]] && proc_alive "$pid"; then
     # make sure the pid was not reused by an unrelated process
     if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$STATE\|$CACHE_BIN\|containerd"; then
       log "down: stopping $name (pid $pid)"

@@ -37,7 +37,14 @@ pid_alive() {
   local f=$PIDS/$1.pid pid
   [[ -f $f ]] || return 1
   pid=$(cat "$f" 2>/dev/null) || return 1
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+  [[ -n $pid ]] && proc_alive "$pid"
+}
+
+# proc_alive PID: true if PID exists and is not a zombie.
+proc_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ $st != Z && $st != X ]]
 }
 
 # tail_log NAME [LINES]: show the end of a component's log.
