@@ -25,6 +25,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Print the SidecarOrderReport CustomResourceDefinition (YAML).
     Crd,
+    /// Run the controller: watch pods and events, write reports, serve metrics.
+    Run(RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -53,6 +55,97 @@ pub struct AnalyzeArgs {
     /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub outlive_seconds: i64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Namespace to watch (repeat for several); all namespaces when absent.
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        env = "SIDECAR_ORDER_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// Only pods matching this label selector.
+    #[arg(long, short = 'l', env = "SIDECAR_ORDER_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "SIDECAR_ORDER_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
+    /// How long a report is kept after its pod ended (e.g. 24h, 30m, 90s).
+    #[arg(long, env = "SIDECAR_ORDER_REPORT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub report_ttl: std::time::Duration,
+    /// Most reports kept in the cluster; the oldest ended ones go first.
+    #[arg(long, env = "SIDECAR_ORDER_MAX_REPORTS", default_value_t = 10_000)]
+    pub max_reports: usize,
+    /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
+    #[arg(long, env = "SIDECAR_ORDER_OUTLIVE_SECONDS", default_value_t = 30)]
+    pub outlive_seconds: i64,
+    /// Elect a leader through a coordination Lease; only the leader writes.
+    #[arg(long, env = "SIDECAR_ORDER_LEADER_ELECT")]
+    pub leader_elect: bool,
+    #[arg(
+        long,
+        env = "SIDECAR_ORDER_LEASE_NAME",
+        default_value = "sidecar-order-controller"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sidecar-order-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    #[arg(long, env = "SIDECAR_ORDER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+/// Parses `24h`, `30m`, `90s` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 24h, 30m or 90s"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(n * mult))
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> crate::controller::run::Settings {
+        crate::controller::run::Settings {
+            namespaces: self.namespaces.clone(),
+            label_selector: self.label_selector.clone(),
+            metrics_addr: self.metrics_addr,
+            report_ttl: self.report_ttl,
+            max_reports: self.max_reports,
+            outlive_secs: self.outlive_seconds,
+            leader_elect: self.leader_elect,
+            lease_name: self.lease_name.clone(),
+            lease_namespace: self.lease_namespace.clone(),
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("sidecar-order-{}", std::process::id())),
+        }
+    }
 }
 
 /// A failure of the analyze command: bad input (exit 2) or an API error.

@@ -26,10 +26,26 @@ pub const FIELD_MANAGER: &str = "sidecar-order";
     printcolumn(name = "Sidecars", type_ = "integer", json_path = ".status.sidecars"),
     printcolumn(name = "Startup", type_ = "string", json_path = ".status.startup"),
     printcolumn(name = "Shutdown", type_ = "string", json_path = ".status.shutdown"),
-    printcolumn(name = "Violations", type_ = "integer", json_path = ".status.violationCount"),
-    printcolumn(name = "Probe-Failures", type_ = "integer", json_path = ".status.probeFailureCount"),
-    printcolumn(name = "Restarts", type_ = "integer", json_path = ".status.sidecarRestarts"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Violations",
+        type_ = "integer",
+        json_path = ".status.violationCount"
+    ),
+    printcolumn(
+        name = "Probe-Failures",
+        type_ = "integer",
+        json_path = ".status.probeFailureCount"
+    ),
+    printcolumn(
+        name = "Restarts",
+        type_ = "integer",
+        json_path = ".status.sidecarRestarts"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReportSpec {
@@ -97,7 +113,10 @@ mod tests {
     #[test]
     fn committed_crd_matches_the_rust_types() {
         let root = env!("CARGO_MANIFEST_DIR");
-        for path in ["crds/sidecarorderreports.yaml", "config/crd/sidecarorderreports.yaml"] {
+        for path in [
+            "crds/sidecarorderreports.yaml",
+            "config/crd/sidecarorderreports.yaml",
+        ] {
             let committed = std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_default();
             assert!(
                 committed == crd_yaml(),

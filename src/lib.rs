@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod input;
 pub mod judge;

@@ -1,11 +1,20 @@
 use clap::Parser;
-use sidecar_order::cli::{Cli, Command, exit_code, run_analyze};
+use sidecar_order::cli::{Cli, Command, LogFormat, exit_code, run_analyze};
 use std::process::ExitCode;
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Plain => logs.init(),
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Analyze(args) => match run_analyze(&args).await {
             Ok((analyses, text)) => {
                 print!("{text}");
@@ -19,6 +28,18 @@ async fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", sidecar_order::crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            init_logs(args.log_format);
+            let client = kube::Client::try_default().await;
+            match sidecar_order::controller::run::run(client, args.settings()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -1,0 +1,207 @@
+//! Prometheus metrics, all prefixed `sidecar_order_`. Labels are bounded:
+//! namespace, rule, severity, container name, probe kind and owning workload,
+//! never a pod name or uid.
+
+use crate::controller::store::Update;
+use crate::report::{Severity, Verdict};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub violations: IntCounterVec,
+    pub probe_failures: IntCounterVec,
+    pub sidecar_restarts: IntCounterVec,
+    pub startup_seconds: HistogramVec,
+    pub shutdown_seconds: HistogramVec,
+    pub reports: IntGaugeVec,
+    pub tracked_pods: IntGauge,
+    pub watch_events: IntCounterVec,
+    pub report_writes: IntCounterVec,
+    pub report_latency: Histogram,
+    pub leader: IntGauge,
+}
+
+fn reports_zero(reports: &IntGaugeVec) {
+    for a in ["Pending", "Verified", "Violated", "Indeterminate"] {
+        for b in ["Pending", "Verified", "Violated", "Indeterminate"] {
+            reports.with_label_values(&[a, b]).set(0);
+        }
+    }
+}
+
+const SECONDS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registers once");
+            c
+        };
+        let violations = counter(
+            "sidecar_order_violations_total",
+            "Sidecar ordering violations found, counted once each",
+            &["namespace", "rule", "severity", "workload_kind", "workload"],
+        );
+        let probe_failures = counter(
+            "sidecar_order_probe_failures_total",
+            "Probe failures of containers in pods with native sidecars",
+            &["namespace", "container", "probe"],
+        );
+        let sidecar_restarts = counter(
+            "sidecar_order_sidecar_restarts_total",
+            "Restarts of native sidecar containers",
+            &["namespace", "container"],
+        );
+        let watch_events = counter(
+            "sidecar_order_watch_events_total",
+            "Watch events received",
+            &["kind"],
+        );
+        let report_writes = counter(
+            "sidecar_order_report_writes_total",
+            "SidecarOrderReport writes by result",
+            &["result"],
+        );
+        let histogram = |name: &str, help: &str| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(SECONDS.to_vec()),
+                &["namespace"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registers once");
+            h
+        };
+        let startup_seconds = histogram(
+            "sidecar_order_sidecar_startup_seconds",
+            "From the first sidecar start to the last app container start",
+        );
+        let shutdown_seconds = histogram(
+            "sidecar_order_sidecar_shutdown_seconds",
+            "From the last app container exit to the last sidecar exit",
+        );
+        let report_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "sidecar_order_report_latency_seconds",
+                "From the watch event that changed a report to the report stored",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(report_latency.clone()))
+            .expect("registers once");
+        let reports = IntGaugeVec::new(
+            Opts::new(
+                "sidecar_order_reports",
+                "Reports of tracked pods by verdict",
+            ),
+            &["startup", "shutdown"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reports.clone()))
+            .expect("registers once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registers once");
+            g
+        };
+        let tracked_pods = gauge(
+            "sidecar_order_tracked_pods",
+            "Pods with native sidecars being tracked",
+        );
+        let leader = gauge(
+            "sidecar_order_leader",
+            "1 when this replica holds the lease and writes",
+        );
+        reports_zero(&reports);
+        // Known label sets start at zero, so rates and dashboards have data at once.
+        for kind in ["pod", "event"] {
+            watch_events.with_label_values(&[kind]);
+        }
+        for result in ["written", "unchanged", "deleted", "error"] {
+            report_writes.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            violations,
+            probe_failures,
+            sidecar_restarts,
+            startup_seconds,
+            shutdown_seconds,
+            reports,
+            tracked_pods,
+            watch_events,
+            report_writes,
+            report_latency,
+            leader,
+        }
+    }
+
+    /// Counts what an update newly found.
+    pub fn count(&self, u: &Update) {
+        let ns = u.namespace.as_str();
+        for v in &u.increments.violations {
+            let sev = match v.severity {
+                Severity::Error => "Error",
+                Severity::Warning => "Warning",
+            };
+            self.violations
+                .with_label_values(&[ns, v.rule.id(), sev, &u.workload.kind, &u.workload.name])
+                .inc();
+        }
+        for (container, probe, n) in &u.increments.probe_failures {
+            self.probe_failures
+                .with_label_values(&[ns, container, probe.as_str()])
+                .inc_by(u64::from(*n));
+        }
+        for (container, n) in &u.increments.sidecar_restarts {
+            self.sidecar_restarts
+                .with_label_values(&[ns, container])
+                .inc_by(u64::from(*n));
+        }
+        if let Some(s) = u.increments.startup_seconds {
+            self.startup_seconds.with_label_values(&[ns]).observe(s);
+        }
+        if let Some(s) = u.increments.shutdown_seconds {
+            self.shutdown_seconds.with_label_values(&[ns]).observe(s);
+        }
+    }
+
+    /// Sets the verdict gauge for every (startup, shutdown) pair, zeros included.
+    pub fn set_verdicts(&self, counts: &std::collections::HashMap<(Verdict, Verdict), i64>) {
+        use Verdict::*;
+        for a in [Pending, Verified, Violated, Indeterminate] {
+            for b in [Pending, Verified, Violated, Indeterminate] {
+                let n = counts.get(&(a, b)).copied().unwrap_or(0);
+                self.reports
+                    .with_label_values(&[&format!("{a:?}"), &format!("{b:?}")])
+                    .set(n);
+            }
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,8 @@
+//! The in-cluster operator: watches -> `store` (sans-IO index and judge) ->
+//! `metrics` and `writer` (reports, pod Events). `run` wires them together.
+
+pub mod gc;
+pub mod metrics;
+pub mod run;
+pub mod store;
+pub mod writer;

@@ -1,0 +1,310 @@
+//! `sidecar-order run`: wires the watches, the store, the metrics, the
+//! writer, the lease and the HTTP endpoints together.
+
+use crate::controller::metrics::Metrics;
+use crate::controller::store::{Store, Update};
+use crate::controller::writer::{self, Outgoing, ReportWriter};
+use crate::crd::SidecarOrderReport;
+use crate::judge::Config;
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::runtime::{WatchStreamExt, wait};
+use kube::{Client, CustomResourceExt};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error(
+        "the SidecarOrderReport CRD ({0}) is not installed: run `sidecar-order crd | kubectl apply -f -` or `make deploy`"
+    )]
+    CrdMissing(String),
+    #[error("the SidecarOrderReport CRD is not Established after {0:?}")]
+    CrdNotEstablished(Duration),
+    #[error("reading the CRD: {0}")]
+    Crd(#[source] kube::Error),
+    #[error("loading existing reports: {0}")]
+    Preload(#[source] kube::Error),
+    #[error("serving metrics on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+/// Settings of `run`, already parsed from flags and environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+    pub metrics_addr: SocketAddr,
+    pub report_ttl: Duration,
+    pub max_reports: usize,
+    pub outlive_secs: i64,
+    pub leader_elect: bool,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub identity: String,
+}
+
+fn now() -> i64 {
+    Timestamp::now().as_second()
+}
+
+/// Waits for the CRD to exist and be Established; a clear error otherwise.
+async fn ensure_crd(client: &Client) -> Result<(), RunError> {
+    let name = SidecarOrderReport::crd_name();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match api.get_opt(name).await.map_err(RunError::Crd)? {
+        None => return Err(RunError::CrdMissing(name.into())),
+        Some(_) => {}
+    }
+    let limit = Duration::from_secs(30);
+    let established = wait::await_condition(api, name, wait::conditions::is_crd_established());
+    tokio::time::timeout(limit, established)
+        .await
+        .map_err(|_| RunError::CrdNotEstablished(limit))?
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    Ok(())
+}
+
+enum Input {
+    Pod(WEvent<Pod>),
+    Event(WEvent<Event>),
+}
+
+type Inputs = Pin<Box<dyn Stream<Item = Result<Input, watcher::Error>> + Send>>;
+
+fn watches(client: &Client, s: &Settings) -> Inputs {
+    let mut cfg = watcher::Config::default();
+    if let Some(sel) = &s.label_selector {
+        cfg = cfg.labels(sel);
+    }
+    let ev_cfg = watcher::Config::default().fields("involvedObject.kind=Pod");
+    let scopes: Vec<Option<&String>> = if s.namespaces.is_empty() {
+        vec![None]
+    } else {
+        s.namespaces.iter().map(Some).collect()
+    };
+    let mut all: Vec<Inputs> = Vec::new();
+    for ns in scopes {
+        let (pods, events): (Api<Pod>, Api<Event>) = match ns {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        all.push(Box::pin(
+            watcher::watcher(pods, cfg.clone())
+                .default_backoff()
+                .map(|r| r.map(Input::Pod)),
+        ));
+        all.push(Box::pin(
+            watcher::watcher(events, ev_cfg.clone())
+                .default_backoff()
+                .map(|r| r.map(Input::Event)),
+        ));
+    }
+    Box::pin(stream::select_all(all))
+}
+
+async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> Result<(), RunError> {
+    use axum::{Router, http::StatusCode, routing::get};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Listen { addr, source })?;
+    let app = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+type LeaseTask =
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+
+/// Who may write: the lease's state, or a constant "yes" without election.
+struct Leadership {
+    rx: watch::Receiver<bool>,
+    task: Option<LeaseTask>,
+    _fixed: Option<watch::Sender<bool>>,
+}
+
+async fn lease(client: &Client, s: &Settings) -> Result<Leadership, RunError> {
+    if !s.leader_elect {
+        let (tx, rx) = watch::channel(true);
+        return Ok(Leadership {
+            rx,
+            task: None,
+            _fixed: Some(tx),
+        });
+    }
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &s.lease_name)
+        .with_namespace(&s.lease_namespace)
+        .with_identity(&s.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (rx, task) = manager.watch().await;
+    Ok(Leadership {
+        rx,
+        task: Some(task),
+        _fixed: None,
+    })
+}
+
+pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Result<(), RunError> {
+    let client = client_result.map_err(RunError::Client)?;
+    ensure_crd(&client).await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    serve(s.metrics_addr, metrics.clone(), ready.clone()).await?;
+
+    let mut store = Store::new(Config {
+        outlive_secs: s.outlive_secs,
+        now_secs: None,
+    });
+    // What earlier runs recorded, so nothing is counted or written twice.
+    let existing: Api<SidecarOrderReport> = Api::all(client.clone());
+    let reports = existing
+        .list(&ListParams::default())
+        .await
+        .map_err(RunError::Preload)?;
+    let loaded = reports.items.len();
+    for r in reports.items {
+        if let (Some(ns), Some(name), Some(status)) =
+            (r.metadata.namespace, r.metadata.name, r.status)
+        {
+            store.preload(&ns, &name, r.spec, status);
+        }
+    }
+    tracing::info!(reports = loaded, "loaded existing reports");
+
+    let Leadership {
+        rx: mut leader,
+        task: lease_task,
+        _fixed,
+    } = lease(&client, &s).await?;
+    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
+    let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()));
+    let writer_task = tokio::spawn(writer::run(
+        writer,
+        rx,
+        leader.clone(),
+        Duration::from_secs(60),
+        s.report_ttl,
+        s.max_reports,
+    ));
+
+    let mut inputs = watches(&client, &s);
+    let watches_total = if s.namespaces.is_empty() {
+        2
+    } else {
+        2 * s.namespaces.len()
+    };
+    let mut synced = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    metrics.leader.set(i64::from(*leader.borrow()));
+    loop {
+        let updates: Vec<Update> = tokio::select! {
+            item = inputs.next() => {
+                let Some(item) = item else { break };
+                let item = match item {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch error; the watcher retries with backoff");
+                        continue;
+                    }
+                };
+                let seen = now();
+                match item {
+                    Input::Pod(ev) => {
+                        metrics.watch_events.with_label_values(&["pod"]).inc();
+                        match ev {
+                            WEvent::Init => { store.pods_resync_start(); Vec::new() }
+                            WEvent::InitApply(p) | WEvent::Apply(p) => store.pod_applied(&p, seen),
+                            WEvent::Delete(p) => store.pod_deleted(&p, seen),
+                            WEvent::InitDone => { synced += 1; store.pods_resync_done(seen) }
+                        }
+                    }
+                    Input::Event(ev) => {
+                        metrics.watch_events.with_label_values(&["event"]).inc();
+                        match ev {
+                            WEvent::InitApply(e) | WEvent::Apply(e) => store.event_applied(&e, seen),
+                            WEvent::InitDone => { synced += 1; Vec::new() }
+                            WEvent::Init | WEvent::Delete(_) => Vec::new(),
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => store.tick(now()),
+            _ = leader.changed() => {
+                let l = *leader.borrow();
+                metrics.leader.set(i64::from(l));
+                tracing::info!(leader = l, "leadership changed");
+                Vec::new()
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: flushing pending writes"); break }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: flushing pending writes"); break }
+        };
+        if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
+            tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
+        }
+        let is_leader = *leader.borrow();
+        let seen_at = Instant::now();
+        for update in updates {
+            if is_leader {
+                metrics.count(&update);
+            }
+            if tx.send(Outgoing { update, seen_at }).await.is_err() {
+                break;
+            }
+        }
+        metrics.tracked_pods.set(store.tracked_pods() as i64);
+        metrics.set_verdicts(&store.verdict_counts());
+    }
+    // Flush what is pending, then give the lease up.
+    drop(tx);
+    let _ = writer_task.await;
+    drop(leader);
+    if let Some(task) = lease_task
+        && let Ok(Ok(manager)) = task.await
+    {
+        if let Err(e) = manager.release().await {
+            tracing::warn!(error = %e, "releasing the lease failed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The controller's in-memory index: watch events in, report updates out.
+//!
+//! Sans-IO like the engine: it takes decoded watch events and the caller's
+//! clock, keeps a compact projection per pod that has native sidecars, judges
+//! it, and returns what changed. Metric increments are computed here, as
+//! differences against what was already counted (and, after a restart,
+//! against what the stored reports already recorded), so nothing is counted
+//! twice.
+
+use crate::crd::{ReportSpec, ReportStatus, report_name};
+use crate::judge::{Config, judge};
+use crate::model::{EventFact, PodFacts, ProbeKind};
+use crate::observe::{EventFit, event_fact, pod_facts};
+use crate::report::{Evidence, Report, Verdict, Violation};
+use crate::time::rfc3339;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::jiff::Timestamp;
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// Distinct event objects kept per pod; more are dropped and reported as a gap.
+pub const MAX_EVENTS_PER_POD: usize = 128;
+/// Events waiting for their pod to be seen, in all.
+pub const MAX_PENDING_EVENTS: usize = 4096;
+
+/// The owner of a pod, as a bounded metric label (never the pod's own name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Workload {
+    pub kind: String,
+    pub name: String,
+}
+
+impl Workload {
+    /// A ReplicaSet made by a Deployment is named `<deployment>-<pod-template-hash>`.
+    pub fn of(pod: &Pod) -> Workload {
+        let owner = pod
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|o| o.controller == Some(true));
+        let Some(o) = owner else {
+            return Workload {
+                kind: "Pod".into(),
+                name: String::new(),
+            };
+        };
+        let hash = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"));
+        match (o.kind.as_str(), hash) {
+            ("ReplicaSet", Some(h)) => match o.name.strip_suffix(&format!("-{h}")) {
+                Some(d) => Workload {
+                    kind: "Deployment".into(),
+                    name: d.into(),
+                },
+                None => Workload {
+                    kind: "ReplicaSet".into(),
+                    name: o.name.clone(),
+                },
+            },
+            (kind, _) => Workload {
+                kind: kind.into(),
+                name: o.name.clone(),
+            },
+        }
+    }
+
+    pub fn display(&self) -> Option<String> {
+        (!self.name.is_empty()).then(|| format!("{}/{}", self.kind, self.name))
+    }
+}
+
+fn hash_of(x: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    x.hash(&mut h);
+    h.finish()
+}
+
+/// What has been counted (and written) for one pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    violations: Vec<u64>,
+    probes: Vec<(u64, ProbeKind, u32)>,
+    restarts: Vec<(u64, u32)>,
+    startup_timed: bool,
+    shutdown_timed: bool,
+    status_hash: u64,
+}
+
+fn violation_key(v: &Violation) -> u64 {
+    hash_of((v.rule, &v.containers))
+}
+
+fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
+    hash_of((
+        serde_json::to_string(spec).unwrap_or_default(),
+        serde_json::to_string(s).unwrap_or_default(),
+    ))
+}
+
+impl Digest {
+    /// What a stored report already recorded (loaded at start-up).
+    pub fn from_status(spec: &ReportSpec, s: &ReportStatus) -> Digest {
+        let r = &s.report;
+        Digest {
+            violations: r.violations.iter().map(violation_key).collect(),
+            probes: r
+                .probe_failures
+                .iter()
+                .map(|p| (hash_of(&p.container), p.probe, p.count))
+                .collect(),
+            restarts: r
+                .containers
+                .iter()
+                .map(|c| (hash_of(&c.name), c.restarts))
+                .collect(),
+            startup_timed: r.startup != Verdict::Pending,
+            shutdown_timed: r.shutdown != Verdict::Pending,
+            status_hash: status_hash(spec, s),
+        }
+    }
+}
+
+/// Metric increments of one update: only what was not counted before.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Increments {
+    pub violations: Vec<Violation>,
+    pub probe_failures: Vec<(String, ProbeKind, u32)>,
+    /// Sidecar restarts per container.
+    pub sidecar_restarts: Vec<(String, u32)>,
+    pub startup_seconds: Option<f64>,
+    pub shutdown_seconds: Option<f64>,
+}
+
+/// A report to write, with the increments it carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub namespace: String,
+    pub report_name: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub workload: Workload,
+    pub spec: ReportSpec,
+    pub status: ReportStatus,
+    pub increments: Increments,
+}
+
+struct Tracked {
+    facts: PodFacts,
+    events: Vec<EventFact>,
+    events_dropped: bool,
+    workload: Workload,
+    digest: Digest,
+    ended_at: Option<i64>,
+    verdicts: (Verdict, Verdict),
+}
+
+/// A stored report loaded at start-up, until its pod is seen (or not).
+struct Preloaded {
+    namespace: String,
+    name: String,
+    spec: ReportSpec,
+    status: ReportStatus,
+}
+
+type Key = (String, String);
+
+pub struct Store {
+    cfg: Config,
+    pods: HashMap<Key, Tracked>,
+    pending: HashMap<Key, Vec<Event>>,
+    pending_len: usize,
+    preloaded: HashMap<String, Preloaded>,
+    resync: Option<HashSet<Key>>,
+    seq: u64,
+}
+
+fn secs_of(s: &Option<String>) -> Option<i64> {
+    s.as_deref()?
+        .parse::<Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Startup time: first sidecar start to last app start; shutdown time: last
+/// app exit to last sidecar exit.
+fn durations(r: &Report) -> (Option<f64>, Option<f64>) {
+    use crate::model::Role;
+    let of = |role: Role| r.containers.iter().filter(move |c| c.role == role);
+    let span = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64),
+        _ => None,
+    };
+    let first_sidecar = of(Role::Sidecar)
+        .filter_map(|c| secs_of(&c.first_started_at))
+        .min();
+    let last_app_start = of(Role::App)
+        .filter_map(|c| secs_of(&c.first_started_at))
+        .max();
+    let last_app_end = of(Role::App).filter_map(|c| secs_of(&c.finished_at)).max();
+    let last_sidecar_end = of(Role::Sidecar)
+        .filter_map(|c| secs_of(&c.finished_at))
+        .max();
+    (
+        span(first_sidecar, last_app_start),
+        span(last_app_end, last_sidecar_end),
+    )
+}
+
+impl Store {
+    pub fn new(cfg: Config) -> Store {
+        Store {
+            cfg,
+            pods: HashMap::new(),
+            pending: HashMap::new(),
+            pending_len: 0,
+            preloaded: HashMap::new(),
+            resync: None,
+            seq: 0,
+        }
+    }
+
+    pub fn tracked_pods(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// How many tracked pods have each (startup, shutdown) verdict pair.
+    pub fn verdict_counts(&self) -> HashMap<(Verdict, Verdict), i64> {
+        let mut m = HashMap::new();
+        for t in self.pods.values() {
+            *m.entry(t.verdicts).or_default() += 1;
+        }
+        m
+    }
+
+    /// Remembers a report that exists already (before the first pod list), so
+    /// its counts are not counted again and an unchanged status is not rewritten.
+    pub fn preload(&mut self, namespace: &str, name: &str, spec: ReportSpec, status: ReportStatus) {
+        self.preloaded.insert(
+            spec.pod_uid.clone(),
+            Preloaded {
+                namespace: namespace.into(),
+                name: name.into(),
+                spec,
+                status,
+            },
+        );
+    }
+
+    /// A (re)list of pods starts.
+    pub fn pods_resync_start(&mut self) {
+        self.resync = Some(HashSet::new());
+    }
+
+    /// A (re)list of pods ended: pods not listed are gone, and stored reports
+    /// whose pod never showed up are closed as seen from outside.
+    pub fn pods_resync_done(&mut self, now: i64) -> Vec<Update> {
+        let Some(listed) = self.resync.take() else {
+            return Vec::new();
+        };
+        let gone: Vec<Key> = self
+            .pods
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in gone {
+            if let Some(t) = self.pods.remove(&key) {
+                out.extend(self.finish(t, now));
+            }
+        }
+        for (_, p) in self.preloaded.drain() {
+            if p.status.pod_ended_at.is_some() {
+                continue;
+            }
+            let mut status = p.status;
+            status.pod_ended_at = Some(rfc3339(now));
+            status.report.evidence = Evidence::Partial;
+            status
+                .report
+                .gaps
+                .push("the pod was deleted while the controller was not watching".into());
+            if status.report.shutdown == Verdict::Pending {
+                status.report.shutdown = Verdict::Indeterminate;
+            }
+            out.push(Update {
+                namespace: p.namespace,
+                report_name: p.name,
+                pod_name: p.spec.pod_name.clone(),
+                pod_uid: p.spec.pod_uid.clone(),
+                workload: Workload::default(),
+                spec: p.spec,
+                status,
+                increments: Increments::default(),
+            });
+        }
+        out
+    }
+
+    /// Takes in a pod's new version without judging it; the key when tracked.
+    fn upsert(&mut self, pod: &Pod, now: i64) -> Option<(Key, Vec<Update>)> {
+        self.seq += 1;
+        let mut facts = pod_facts(pod).ok()?;
+        let key = (facts.namespace.clone(), facts.name.clone());
+        if let Some(listed) = self.resync.as_mut() {
+            listed.insert(key.clone());
+        }
+        if facts.sidecar_count() == 0 {
+            self.drop_pending(&key);
+            return None;
+        }
+        let mut out = Vec::new();
+        if let Some(old) = self.pods.get(&key)
+            && old.facts.uid != facts.uid
+        {
+            // A new pod under the same name: close the old one's report first.
+            let old = self.pods.remove(&key).expect("present");
+            out.extend(self.finish(old, now));
+        }
+        match self.pods.get_mut(&key) {
+            Some(t) => {
+                mark_seen(&t.facts, &mut facts, self.seq);
+                t.facts = facts;
+                t.workload = Workload::of(pod);
+            }
+            None => {
+                let (digest, ended_at) = match self.preloaded.remove(&facts.uid) {
+                    Some(p) => (
+                        Digest::from_status(&p.spec, &p.status),
+                        secs_of(&p.status.pod_ended_at),
+                    ),
+                    None => (Digest::default(), None),
+                };
+                let mut t = Tracked {
+                    facts,
+                    events: Vec::new(),
+                    events_dropped: false,
+                    workload: Workload::of(pod),
+                    digest,
+                    ended_at,
+                    verdicts: (Verdict::Pending, Verdict::Pending),
+                };
+                for ev in self.pending.remove(&key).unwrap_or_default() {
+                    self.pending_len -= 1;
+                    add_event(&mut t, &ev);
+                }
+                self.pods.insert(key.clone(), t);
+            }
+        }
+        let t = self.pods.get_mut(&key).expect("inserted");
+        if t.facts.finished_phase && t.ended_at.is_none() {
+            t.ended_at = Some(now);
+        }
+        Some((key, out))
+    }
+
+    /// A pod was added or changed (`now`: the caller's clock, unix seconds).
+    pub fn pod_applied(&mut self, pod: &Pod, now: i64) -> Vec<Update> {
+        let Some((key, mut out)) = self.upsert(pod, now) else {
+            return Vec::new();
+        };
+        let t = self.pods.get_mut(&key).expect("tracked");
+        out.extend(judge_tracked(&self.cfg, t, now));
+        out
+    }
+
+    /// A pod was deleted: its final status is judged and it is forgotten.
+    pub fn pod_deleted(&mut self, pod: &Pod, now: i64) -> Vec<Update> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        self.drop_pending(&key);
+        match self.pods.get(&key) {
+            Some(t) if t.facts.uid == uid || uid.is_empty() => {}
+            _ => return Vec::new(),
+        }
+        // The deleted object carries the last status: take it in first.
+        let Some((key, mut out)) = self.upsert(pod, now) else {
+            return Vec::new();
+        };
+        if let Some(t) = self.pods.remove(&key) {
+            out.extend(self.finish(t, now));
+        }
+        out
+    }
+
+    /// An Event was added or changed.
+    pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
+        let obj = &ev.involved_object;
+        if obj.kind.as_deref() != Some("Pod") {
+            return Vec::new();
+        }
+        let Some(name) = obj.name.clone() else {
+            return Vec::new();
+        };
+        let key = (
+            obj.namespace
+                .clone()
+                .or_else(|| ev.metadata.namespace.clone())
+                .unwrap_or_default(),
+            name,
+        );
+        match self.pods.get_mut(&key) {
+            Some(t) => {
+                if add_event(t, ev) {
+                    judge_tracked(&self.cfg, t, now).into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            None => {
+                if self.pending_len >= MAX_PENDING_EVENTS {
+                    // Forget the pod with the most waiting events (likely one without sidecars).
+                    if let Some(k) = self
+                        .pending
+                        .iter()
+                        .max_by_key(|(_, v)| v.len())
+                        .map(|(k, _)| k.clone())
+                    {
+                        self.drop_pending(&k);
+                    }
+                }
+                self.pending.entry(key).or_default().push(ev.clone());
+                self.pending_len += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Re-judges every pod (for rules that depend on the passing of time).
+    pub fn tick(&mut self, now: i64) -> Vec<Update> {
+        let cfg = self.cfg;
+        self.pods
+            .values_mut()
+            .filter_map(|t| judge_tracked(&cfg, t, now))
+            .collect()
+    }
+
+    fn drop_pending(&mut self, key: &Key) {
+        if let Some(v) = self.pending.remove(key) {
+            self.pending_len -= v.len();
+        }
+    }
+
+    /// The last judgement of a pod that is gone.
+    fn finish(&self, mut t: Tracked, now: i64) -> Option<Update> {
+        t.facts.gone = true;
+        t.ended_at.get_or_insert(now);
+        judge_tracked(&self.cfg, &mut t, now)
+    }
+}
+
+/// Gives each status transition that appeared since the previous version of
+/// the pod the watch-order position `seq` (the controller's third time source).
+fn mark_seen(old: &PodFacts, new: &mut PodFacts, seq: u64) {
+    for c in new.containers.iter_mut() {
+        let Some(prev) = old
+            .containers
+            .iter()
+            .find(|o| o.name == c.name && o.role == c.role)
+        else {
+            continue;
+        };
+        for run in c.runs.iter_mut() {
+            let same = prev.runs.iter().find(|p| {
+                p.started.map(|m| m.secs) == run.started.map(|m| m.secs) && p.started.is_some()
+            });
+            if let Some(m) = run.started.as_mut() {
+                m.seen = match same {
+                    Some(p) => p.started.and_then(|s| s.seen),
+                    None => Some(seq),
+                };
+            }
+            if let Some(m) = run.finished.as_mut() {
+                m.seen = match same.and_then(|p| p.finished) {
+                    Some(f) => f.seen,
+                    None => Some(seq),
+                };
+            }
+        }
+    }
+}
+
+/// Adds an event to a tracked pod; false when it changed nothing.
+fn add_event(t: &mut Tracked, ev: &Event) -> bool {
+    let EventFit::Used(fact) = event_fact(&t.facts, ev) else {
+        return false;
+    };
+    match t.events.iter().position(|e| e.key == fact.key) {
+        Some(i) if t.events[i] == fact => false,
+        Some(i) => {
+            if fact.count >= t.events[i].count {
+                t.events[i] = fact;
+            }
+            true
+        }
+        None if t.events.len() >= MAX_EVENTS_PER_POD => {
+            let changed = !t.events_dropped;
+            t.events_dropped = true;
+            changed
+        }
+        None => {
+            t.events.push(fact);
+            true
+        }
+    }
+}
+
+/// Judges a tracked pod; an update when the report changed.
+fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
+    let cfg = Config {
+        now_secs: Some(now),
+        ..*cfg
+    };
+    let mut report = judge(&t.facts, &t.events, &cfg);
+    if t.events_dropped {
+        report.evidence = Evidence::Partial;
+        report.gaps.push(format!(
+            "more than {MAX_EVENTS_PER_POD} event objects; later ones ignored"
+        ));
+    }
+    let spec = ReportSpec {
+        pod_name: t.facts.name.clone(),
+        pod_uid: t.facts.uid.clone(),
+        workload: t.workload.display(),
+    };
+    t.verdicts = (report.startup, report.shutdown);
+    let status = ReportStatus::new(report, t.ended_at.map(rfc3339));
+    let hash = status_hash(&spec, &status);
+    if hash == t.digest.status_hash {
+        return None;
+    }
+    let increments = count(&mut t.digest, &status.report);
+    t.digest.status_hash = hash;
+    Some(Update {
+        namespace: t.facts.namespace.clone(),
+        report_name: report_name(&t.facts.name, &t.facts.uid),
+        pod_name: t.facts.name.clone(),
+        pod_uid: t.facts.uid.clone(),
+        workload: t.workload.clone(),
+        spec,
+        status,
+        increments,
+    })
+}
+
+/// The part of `r` not yet counted in `d`; updates `d`.
+fn count(d: &mut Digest, r: &Report) -> Increments {
+    let mut inc = Increments::default();
+    for v in &r.violations {
+        let k = violation_key(v);
+        if !d.violations.contains(&k) {
+            d.violations.push(k);
+            inc.violations.push(v.clone());
+        }
+    }
+    for p in &r.probe_failures {
+        let k = hash_of(&p.container);
+        match d
+            .probes
+            .iter_mut()
+            .find(|(c, kind, _)| *c == k && *kind == p.probe)
+        {
+            Some((_, _, n)) => {
+                if p.count > *n {
+                    inc.probe_failures
+                        .push((p.container.clone(), p.probe, p.count - *n));
+                    *n = p.count;
+                }
+            }
+            None => {
+                inc.probe_failures
+                    .push((p.container.clone(), p.probe, p.count));
+                d.probes.push((k, p.probe, p.count));
+            }
+        }
+    }
+    for c in r
+        .containers
+        .iter()
+        .filter(|c| c.role == crate::model::Role::Sidecar)
+    {
+        let k = hash_of(&c.name);
+        let before = match d.restarts.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, n)) => std::mem::replace(n, c.restarts.max(*n)),
+            None => {
+                d.restarts.push((k, c.restarts));
+                0
+            }
+        };
+        if c.restarts > before {
+            inc.sidecar_restarts
+                .push((c.name.clone(), c.restarts - before));
+        }
+    }
+    let (startup, shutdown) = durations(r);
+    if !d.startup_timed && r.startup != Verdict::Pending {
+        d.startup_timed = true;
+        inc.startup_seconds = startup;
+    }
+    if !d.shutdown_timed && r.shutdown != Verdict::Pending {
+        d.shutdown_timed = true;
+        inc.shutdown_seconds = shutdown;
+    }
+    inc
+}
