@@ -356,12 +356,15 @@ impl<'a> Judge<'a> {
             .max_by_key(|m| m.sort_key());
         let (deadline, grace) = match pod.deletion {
             Some(d) => (Some(d.deadline_secs), d.grace_secs),
-            None => (last_app.map(|m| m.secs + pod.grace_secs), pod.grace_secs),
+            None => (
+                last_app.map(|m| m.secs.saturating_add(pod.grace_secs)),
+                pod.grace_secs,
+            ),
         };
         for &s in &sidecars {
             if let (Some(f), Some(deadline)) = (lines[s].finish.as_ref(), deadline)
                 && f.killed()
-                && f.at.secs >= deadline - 1
+                && f.at.secs >= deadline.saturating_sub(1)
             {
                 let msg = format!(
                     "sidecar {} was killed at the end of the {grace}s grace period; the remaining sidecars were stopped together",
@@ -516,10 +519,25 @@ pub fn judge_timeline(pod: &PodFacts, tl: &Timeline, cfg: &Config) -> Report {
         .collect();
     let mut violations = j.violations;
     let mut checks = j.checks;
-    violations.sort_by(|a, b| {
+    let order = |a: &Violation, b: &Violation| {
         (a.severity, a.rule, &a.containers).cmp(&(b.severity, b.rule, &b.containers))
-    });
-    violations.truncate(MAX_ITEMS);
+    };
+    violations.sort_by(order);
+    if violations.len() > MAX_ITEMS {
+        // Keep the first of every rule, so a Violated phase always shows why.
+        let (mut kept, mut rest): (Vec<Violation>, Vec<Violation>) = (Vec::new(), Vec::new());
+        for v in violations {
+            if kept.iter().any(|k| k.rule == v.rule) {
+                rest.push(v);
+            } else {
+                kept.push(v);
+            }
+        }
+        let room = MAX_ITEMS.saturating_sub(kept.len());
+        kept.extend(rest.into_iter().take(room));
+        kept.sort_by(order);
+        violations = kept;
+    }
     checks.truncate(MAX_ITEMS);
     Report {
         startup,

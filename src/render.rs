@@ -62,8 +62,10 @@ fn timeline(out: &mut String, r: &Report) {
     for (c, (start, stop)) in r.containers.iter().zip(&spans) {
         let mut bar = vec![' '; cols as usize];
         if let Some(s) = start {
-            let a = ((s - t0) / per_col) as usize;
-            let b = stop.map_or(cols as usize - 1, |e| ((e - t0) / per_col) as usize);
+            let col = |t: i64| ((t.max(t0) - t0) / per_col).min(cols - 1) as usize;
+            let a = col(*s);
+            // A stop before the start (odd input) is drawn at the start.
+            let b = stop.map_or(cols as usize - 1, |e| col(e).max(a));
             for cell in bar.iter_mut().take(b + 1).skip(a) {
                 *cell = '=';
             }

@@ -65,11 +65,13 @@ pub struct Timeline {
 
 /// Orders two versions of the same event object: the later update wins.
 fn newer(a: &EventFact, b: &EventFact) -> bool {
+    // A total order over every field, so a tie never depends on arrival order.
+    let m = |m: &Moment| (m.secs, m.nanos, m.seen, m.secs_from);
     let key = |e: &EventFact| {
         (
             e.count,
-            e.last.sort_key(),
-            e.first.sort_key(),
+            m(&e.last),
+            m(&e.first),
             e.reason,
             e.container,
             e.probe,
@@ -130,7 +132,7 @@ pub fn build(pod: &PodFacts, events: &[EventFact]) -> Timeline {
             (EventReason::Unhealthy, Some(kind)) => {
                 match line.probes.iter_mut().find(|p| p.kind == kind) {
                     Some(p) => {
-                        p.count += e.count;
+                        p.count = p.count.saturating_add(e.count);
                         if e.first.sort_key() < p.first.sort_key() {
                             p.first = e.first;
                         }
@@ -147,12 +149,13 @@ pub fn build(pod: &PodFacts, events: &[EventFact]) -> Timeline {
                 }
             }
             (reason, _) => {
-                *line.events.entry(reason).or_default() += e.count;
+                let n = line.events.entry(reason).or_default();
+                *n = n.saturating_add(e.count);
                 if reason == EventReason::Started {
                     let slot = &mut started_ev[i];
                     match slot {
                         Some((m, n)) => {
-                            *n += e.count;
+                            *n = n.saturating_add(e.count);
                             if e.first.sort_key() < m.sort_key() {
                                 *m = e.first;
                             }
