@@ -1,0 +1,231 @@
+//! The controller's store fed with a watch stream recorded on the local
+//! cluster (`kubectl get pods,events -w -o json --output-watch-events` while
+//! tests/watch/rec-pods.yaml ran: a two-sidecar pod deleted after 25 s, and a
+//! sidecar whose liveness probe always fails). Pods and events are merged in
+//! resourceVersion order, which is the order etcd committed them.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use serde_json::Value;
+use sidecar_order::controller::store::{Store, Update};
+use sidecar_order::judge::Config;
+use sidecar_order::model::ProbeKind;
+use sidecar_order::report::Verdict;
+use std::collections::HashMap;
+
+enum Item {
+    Pod(&'static str, Pod),
+    Event(Event),
+}
+
+fn objects(text: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .map(|v| v.expect("recorded JSON"))
+        .collect()
+}
+
+fn rv(v: &Value) -> u64 {
+    v["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+}
+
+/// The recorded stream, and for each item a clock: the newest time it mentions.
+fn stream() -> Vec<(i64, Item)> {
+    let pods = objects(include_str!("watch/rec-pods.jsonl"));
+    let events = objects(include_str!("watch/rec-events.jsonl"));
+    let mut all: Vec<(u64, Value, bool)> = pods
+        .into_iter()
+        .map(|v| (rv(&v), v, true))
+        .chain(events.into_iter().map(|v| (rv(&v), v, false)))
+        .collect();
+    all.sort_by_key(|(rv, _, _)| *rv);
+    let mut clock = 0i64;
+    let time_re = |v: &Value, clock: &mut i64| {
+        // Any RFC 3339 value in the object moves the clock forward.
+        fn walk(v: &Value, best: &mut i64) {
+            match v {
+                Value::String(s) => {
+                    if let Ok(t) = s.parse::<k8s_openapi::jiff::Timestamp>() {
+                        *best = (*best).max(t.as_second());
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, best)),
+                Value::Object(o) => o.values().for_each(|x| walk(x, best)),
+                _ => {}
+            }
+        }
+        walk(v, clock);
+    };
+    all.into_iter()
+        .map(|(_, v, is_pod)| {
+            time_re(&v["object"], &mut clock);
+            let kind = if v["type"] == "DELETED" { "DELETED" } else { "APPLIED" };
+            let item = if is_pod {
+                Item::Pod(kind, serde_json::from_value(v["object"].clone()).unwrap())
+            } else {
+                Item::Event(serde_json::from_value(v["object"].clone()).unwrap())
+            };
+            (clock, item)
+        })
+        .collect()
+}
+
+fn replay(store: &mut Store, items: &[(i64, Item)]) -> Vec<Update> {
+    let mut out = Vec::new();
+    for (now, item) in items {
+        out.extend(match item {
+            Item::Pod("DELETED", p) => store.pod_deleted(p, *now),
+            Item::Pod(_, p) => store.pod_applied(p, *now),
+            Item::Event(e) => store.event_applied(e, *now),
+        });
+    }
+    out
+}
+
+fn last_for<'a>(updates: &'a [Update], pod: &str) -> &'a Update {
+    updates.iter().rev().find(|u| u.pod_name == pod).expect("an update for the pod")
+}
+
+/// Sums the increments of all updates, per (pod, what).
+fn totals(updates: &[Update]) -> HashMap<String, u64> {
+    let mut t = HashMap::new();
+    for u in updates {
+        for v in &u.increments.violations {
+            *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id())).or_default() += 1;
+        }
+        for (c, k, n) in &u.increments.probe_failures {
+            *t.entry(format!("{}/probe/{c}/{}", u.pod_name, k.as_str())).or_default() += u64::from(*n);
+        }
+        for (c, n) in &u.increments.sidecar_restarts {
+            *t.entry(format!("{}/restarts/{c}", u.pod_name)).or_default() += u64::from(*n);
+        }
+    }
+    t
+}
+
+#[test]
+fn recorded_stream_gives_the_kubelets_verdicts() {
+    let items = stream();
+    let mut store = Store::new(Config::default());
+    let updates = replay(&mut store, &items);
+
+    let order = last_for(&updates, "order-example");
+    assert_eq!(order.status.report.startup, Verdict::Verified);
+    assert_eq!(order.status.report.shutdown, Verdict::Verified, "{:#?}", order.status.report);
+    assert!(order.status.pod_ended_at.is_some(), "a deleted pod's report records its end");
+    assert!(order.status.report.violations.is_empty());
+    assert!(order.report_name.starts_with("order-example-"));
+
+    let live = last_for(&updates, "liveness-fail");
+    assert_eq!(live.status.report.startup, Verdict::Verified);
+    assert_eq!(live.status.report.shutdown, Verdict::Pending);
+    let liveness = live
+        .status
+        .report
+        .probe_failures
+        .iter()
+        .find(|p| p.container == "sidecar" && p.probe == ProbeKind::Liveness)
+        .expect("liveness failures recorded");
+    assert!(liveness.count >= 2, "{liveness:?}");
+    assert!(live.status.sidecar_restarts >= 1);
+
+    // Increments add up to exactly what the last reports hold: nothing twice.
+    let t = totals(&updates);
+    assert_eq!(t["liveness-fail/probe/sidecar/liveness"], u64::from(liveness.count));
+    assert_eq!(t["liveness-fail/restarts/sidecar"], u64::from(live.status.sidecar_restarts));
+    // Only the deleted pod is gone from the index.
+    assert_eq!(store.tracked_pods(), 1);
+}
+
+#[test]
+fn a_relist_changes_nothing() {
+    let items = stream();
+    let mut store = Store::new(Config::default());
+    replay(&mut store, &items);
+    // The watch restarts: the API lists the current objects again.
+    let mut current: HashMap<String, &Pod> = HashMap::new();
+    for (_, item) in &items {
+        if let Item::Pod(kind, p) = item {
+            let name = p.metadata.name.clone().unwrap();
+            if *kind == "DELETED" {
+                current.remove(&name);
+            } else {
+                current.insert(name, p);
+            }
+        }
+    }
+    let now = items.last().unwrap().0;
+    store.pods_resync_start();
+    let mut again = Vec::new();
+    for p in current.values() {
+        again.extend(store.pod_applied(p, now));
+    }
+    again.extend(store.pods_resync_done(now));
+    for (_, item) in &items {
+        if let Item::Event(e) = item {
+            again.extend(store.event_applied(e, now));
+        }
+    }
+    assert!(again.is_empty(), "a relist rewrote or recounted: {again:#?}");
+}
+
+#[test]
+fn a_restarted_controller_counts_nothing_twice() {
+    let items = stream();
+    let mut first = Store::new(Config::default());
+    let updates = replay(&mut first, &items);
+    // The new process loads the reports the first one wrote.
+    let mut written: HashMap<String, &Update> = HashMap::new();
+    for u in &updates {
+        written.insert(u.report_name.clone(), u);
+    }
+    let mut second = Store::new(Config::default());
+    for u in written.values() {
+        second.preload(&u.namespace, &u.report_name, u.spec.clone(), u.status.clone());
+    }
+    // It lists the pods that exist now, then sees every event again.
+    let now = items.last().unwrap().0;
+    second.pods_resync_start();
+    let mut after = Vec::new();
+    for (_, item) in &items {
+        match item {
+            Item::Pod("DELETED", _) => {}
+            Item::Pod(_, p) if p.metadata.name.as_deref() == Some("liveness-fail") => {
+                after.extend(second.pod_applied(p, now))
+            }
+            _ => {}
+        }
+    }
+    after.extend(second.pods_resync_done(now));
+    for (_, item) in &items {
+        if let Item::Event(e) = item {
+            after.extend(second.event_applied(e, now));
+        }
+    }
+    let t = totals(&after);
+    assert!(t.is_empty(), "counted again after a restart: {t:?}");
+}
+
+#[test]
+fn a_new_pod_with_the_same_name_keeps_the_old_report() {
+    let items = stream();
+    let mut store = Store::new(Config::default());
+    replay(&mut store, &items);
+    let (now, pod) = items
+        .iter()
+        .rev()
+        .find_map(|(t, i)| match i {
+            Item::Pod(k, p) if *k != "DELETED" && p.metadata.name.as_deref() == Some("liveness-fail") => Some((*t, p.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let mut reborn = pod.clone();
+    reborn.metadata.uid = Some("00000000-1111-2222-3333-444444444444".into());
+    let out = store.pod_applied(&reborn, now + 5);
+    let names: Vec<&str> = out.iter().map(|u| u.report_name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_ne!(names[0], names[1]);
+    // The old pod's report is closed (ended), the new one starts afresh.
+    let old = out.iter().find(|u| u.pod_uid == pod.metadata.uid.clone().unwrap()).unwrap();
+    assert!(old.status.pod_ended_at.is_some());
+    assert_ne!(old.status.report.shutdown, Verdict::Pending);
+}
