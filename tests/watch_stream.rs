@@ -25,7 +25,11 @@ fn objects(text: &str) -> Vec<Value> {
 }
 
 fn rv(v: &Value) -> u64 {
-    v["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    v["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The recorded stream, and for each item a clock: the newest time it mentions.
@@ -58,7 +62,11 @@ fn stream() -> Vec<(i64, Item)> {
     all.into_iter()
         .map(|(_, v, is_pod)| {
             time_re(&v["object"], &mut clock);
-            let kind = if v["type"] == "DELETED" { "DELETED" } else { "APPLIED" };
+            let kind = if v["type"] == "DELETED" {
+                "DELETED"
+            } else {
+                "APPLIED"
+            };
             let item = if is_pod {
                 Item::Pod(kind, serde_json::from_value(v["object"].clone()).unwrap())
             } else {
@@ -82,7 +90,11 @@ fn replay(store: &mut Store, items: &[(i64, Item)]) -> Vec<Update> {
 }
 
 fn last_for<'a>(updates: &'a [Update], pod: &str) -> &'a Update {
-    updates.iter().rev().find(|u| u.pod_name == pod).expect("an update for the pod")
+    updates
+        .iter()
+        .rev()
+        .find(|u| u.pod_name == pod)
+        .expect("an update for the pod")
 }
 
 /// Sums the increments of all updates, per (pod, what).
@@ -90,10 +102,12 @@ fn totals(updates: &[Update]) -> HashMap<String, u64> {
     let mut t = HashMap::new();
     for u in updates {
         for v in &u.increments.violations {
-            *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id())).or_default() += 1;
+            *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id()))
+                .or_default() += 1;
         }
         for (c, k, n) in &u.increments.probe_failures {
-            *t.entry(format!("{}/probe/{c}/{}", u.pod_name, k.as_str())).or_default() += u64::from(*n);
+            *t.entry(format!("{}/probe/{c}/{}", u.pod_name, k.as_str()))
+                .or_default() += u64::from(*n);
         }
         for (c, n) in &u.increments.sidecar_restarts {
             *t.entry(format!("{}/restarts/{c}", u.pod_name)).or_default() += u64::from(*n);
@@ -110,8 +124,16 @@ fn recorded_stream_gives_the_kubelets_verdicts() {
 
     let order = last_for(&updates, "order-example");
     assert_eq!(order.status.report.startup, Verdict::Verified);
-    assert_eq!(order.status.report.shutdown, Verdict::Verified, "{:#?}", order.status.report);
-    assert!(order.status.pod_ended_at.is_some(), "a deleted pod's report records its end");
+    assert_eq!(
+        order.status.report.shutdown,
+        Verdict::Verified,
+        "{:#?}",
+        order.status.report
+    );
+    assert!(
+        order.status.pod_ended_at.is_some(),
+        "a deleted pod's report records its end"
+    );
     assert!(order.status.report.violations.is_empty());
     assert!(order.report_name.starts_with("order-example-"));
 
@@ -130,8 +152,14 @@ fn recorded_stream_gives_the_kubelets_verdicts() {
 
     // Increments add up to exactly what the last reports hold: nothing twice.
     let t = totals(&updates);
-    assert_eq!(t["liveness-fail/probe/sidecar/liveness"], u64::from(liveness.count));
-    assert_eq!(t["liveness-fail/restarts/sidecar"], u64::from(live.status.sidecar_restarts));
+    assert_eq!(
+        t["liveness-fail/probe/sidecar/liveness"],
+        u64::from(liveness.count)
+    );
+    assert_eq!(
+        t["liveness-fail/restarts/sidecar"],
+        u64::from(live.status.sidecar_restarts)
+    );
     // Only the deleted pod is gone from the index.
     assert_eq!(store.tracked_pods(), 1);
 }
@@ -165,7 +193,10 @@ fn a_relist_changes_nothing() {
             again.extend(store.event_applied(e, now));
         }
     }
-    assert!(again.is_empty(), "a relist rewrote or recounted: {again:#?}");
+    assert!(
+        again.is_empty(),
+        "a relist rewrote or recounted: {again:#?}"
+    );
 }
 
 #[test]
@@ -180,7 +211,12 @@ fn a_restarted_controller_counts_nothing_twice() {
     }
     let mut second = Store::new(Config::default());
     for u in written.values() {
-        second.preload(&u.namespace, &u.report_name, u.spec.clone(), u.status.clone());
+        second.preload(
+            &u.namespace,
+            &u.report_name,
+            u.spec.clone(),
+            u.status.clone(),
+        );
     }
     // It lists the pods that exist now, then sees every event again.
     let now = items.last().unwrap().0;
@@ -214,7 +250,11 @@ fn a_new_pod_with_the_same_name_keeps_the_old_report() {
         .iter()
         .rev()
         .find_map(|(t, i)| match i {
-            Item::Pod(k, p) if *k != "DELETED" && p.metadata.name.as_deref() == Some("liveness-fail") => Some((*t, p.clone())),
+            Item::Pod(k, p)
+                if *k != "DELETED" && p.metadata.name.as_deref() == Some("liveness-fail") =>
+            {
+                Some((*t, p.clone()))
+            }
             _ => None,
         })
         .unwrap();
@@ -225,7 +265,10 @@ fn a_new_pod_with_the_same_name_keeps_the_old_report() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert_ne!(names[0], names[1]);
     // The old pod's report is closed (ended), the new one starts afresh.
-    let old = out.iter().find(|u| u.pod_uid == pod.metadata.uid.clone().unwrap()).unwrap();
+    let old = out
+        .iter()
+        .find(|u| u.pod_uid == pod.metadata.uid.clone().unwrap())
+        .unwrap();
     assert!(old.status.pod_ended_at.is_some());
     assert_ne!(old.status.report.shutdown, Verdict::Pending);
 }

@@ -219,7 +219,7 @@ pub async fn run(
     max_reports: usize,
 ) {
     let mut pending: BTreeMap<(String, String), Outgoing> = BTreeMap::new();
-    let mut gc_tick = tokio::time::interval(gc_every);
+    let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     let mut open = true;
     loop {
         let is_leader = *leader.borrow();

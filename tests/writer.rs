@@ -1,0 +1,198 @@
+//! The report writer against a mocked API server (tower-test): each request
+//! is checked in order (method, path, field manager, body).
+
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use sidecar_order::controller::metrics::Metrics;
+use sidecar_order::controller::store::{Increments, Update, Workload};
+use sidecar_order::controller::writer::{self, Outgoing, ReportWriter};
+use sidecar_order::crd::{ReportSpec, ReportStatus};
+use sidecar_order::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn update(shutdown: Verdict, violations: Vec<Violation>) -> Update {
+    let report = Report {
+        startup: Verdict::Verified,
+        shutdown,
+        sidecars: 1,
+        evidence: Evidence::Complete,
+        gaps: vec![],
+        violations: violations.clone(),
+        probe_failures: vec![],
+        containers: vec![],
+        checks: vec![],
+    };
+    Update {
+        namespace: "shop".into(),
+        report_name: "web-1b2c3d4e".into(),
+        pod_name: "web".into(),
+        pod_uid: "1b2c3d4e-0000".into(),
+        workload: Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+        },
+        spec: ReportSpec {
+            pod_name: "web".into(),
+            pod_uid: "1b2c3d4e-0000".into(),
+            workload: Some("Deployment/web".into()),
+        },
+        status: ReportStatus::new(report, None),
+        increments: Increments {
+            violations,
+            ..Default::default()
+        },
+    }
+}
+
+fn violation() -> Violation {
+    Violation {
+        rule: Rule::SidecarStoppedBeforeApp,
+        severity: Severity::Error,
+        containers: vec!["app".into(), "proxy".into()],
+        message: "sidecar proxy terminated before app container app".into(),
+        evidence: vec!["decided by whole seconds".into()],
+    }
+}
+
+/// Answers the next request after checking it; returns its JSON body.
+async fn expect(handle: &mut Handle, method: &str, path: &str) -> Value {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
+        .expect("service not called");
+    assert_eq!(req.method().as_str(), method);
+    let uri = req.uri().to_string();
+    assert!(uri.starts_with(path), "{uri} is not {path}");
+    if method == "PATCH" {
+        assert!(uri.contains("fieldManager=sidecar-order"), "{uri}");
+        assert!(uri.contains("force=true"), "{uri}");
+    }
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // Echo the object back, as the API server does.
+    let mut reply = body.clone();
+    if reply.get("metadata").is_none() {
+        reply["metadata"] = json!({"name": "x", "namespace": "shop"});
+    }
+    if reply.get("status").is_some() && reply.get("spec").is_none() {
+        reply["spec"] = json!({"podName": "web", "podUid": "1b2c3d4e-0000"});
+    }
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap(),
+    );
+    body
+}
+
+const REPORT: &str =
+    "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/web-1b2c3d4e";
+
+#[tokio::test]
+async fn applies_spec_once_then_status_and_records_pod_events() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let mut w = ReportWriter::new(client, Metrics::new(), Some("test".into()));
+    let server = tokio::spawn(async move {
+        let spec = expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
+        assert_eq!(spec["kind"], "SidecarOrderReport");
+        assert_eq!(spec["spec"]["podName"], "web");
+        assert!(spec.get("status").is_none());
+        let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+        assert_eq!(st["status"]["shutdown"], "Violated");
+        assert_eq!(st["status"]["violationCount"], 1);
+        let ev = expect(
+            &mut handle,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/shop/events",
+        )
+        .await;
+        assert_eq!(ev["reason"], "SidecarOrderViolation");
+        assert_eq!(ev["type"], "Warning");
+        assert_eq!(ev["regarding"]["name"], "web");
+        assert!(
+            ev["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("sidecar-stopped-before-app: ")
+        );
+        // The second write of the same report: status only.
+        let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+        assert_eq!(st["status"]["shutdown"], "Verified");
+        handle
+    });
+    let u = update(Verdict::Violated, vec![violation()]);
+    w.apply_report(&u).await.unwrap();
+    w.record_violations(&u).await.unwrap();
+    let u2 = update(Verdict::Verified, vec![]);
+    w.apply_report(&u2).await.unwrap();
+    w.record_violations(&u2).await.unwrap();
+    let mut handle = server.await.unwrap();
+    // Nothing else was sent.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_pending_writes_are_flushed() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let metrics = Metrics::new();
+    let w = ReportWriter::new(client, metrics.clone(), None);
+    let (tx, rx) = mpsc::channel(8);
+    let (lead_tx, lead_rx) = watch::channel(false);
+    let task = tokio::spawn(writer::run(
+        w,
+        rx,
+        lead_rx,
+        Duration::from_secs(3600),
+        Duration::from_secs(86400),
+        100,
+    ));
+    // Two updates of one report while not leader: nothing is written...
+    for v in [Verdict::Pending, Verdict::Verified] {
+        tx.send(Outgoing {
+            update: update(v, vec![]),
+            seen_at: Instant::now(),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
+            .await
+            .is_err()
+    );
+    // ...until the lease is won; then only the newest state is written.
+    lead_tx.send(true).unwrap();
+    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
+    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    assert_eq!(st["status"]["shutdown"], "Verified");
+    // Closing the channel (SIGTERM) flushes what is pending, then the task ends.
+    tx.send(Outgoing {
+        update: update(Verdict::Violated, vec![]),
+        seen_at: Instant::now(),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    assert_eq!(st["status"]["shutdown"], "Violated");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        metrics
+            .render()
+            .contains("sidecar_order_report_writes_total{result=\"written\"} 2")
+    );
+}
