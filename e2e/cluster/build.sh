@@ -9,12 +9,25 @@ BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd
 STAMP=$CACHE_BIN/.stamp-$K8S_VERSION
 BUILD_LOG=${BUILD_LOG:-$CACHE/build.log}
 
+CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}
+# crictl is optional (debugging): a failure only warns.
+ensure_crictl() {
+  [[ -x $CACHE_BIN/crictl ]] && return 0
+  [[ ${SIDECAR_ORDER_SKIP_CRICTL:-} == 1 ]] && return 0
+  log "build: step 'crictl' (sigs.k8s.io/cri-tools $CRICTL_VERSION, optional)"
+  if ! GOBIN=$CACHE_BIN GOFLAGS="-trimpath -buildvcs=false" CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local} \
+      nice -n 15 go install -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" >>"$CACHE/crictl-build.log" 2>&1; then
+    log "build: WARNING: crictl build failed (optional); log: $CACHE/crictl-build.log"
+  fi
+}
+
 all_present() {
   [[ -f $STAMP ]] || return 1
   local b; for b in "${BINS[@]}"; do [[ -x $CACHE_BIN/$b ]] || return 1; done
 }
 if all_present; then
   log "build: binaries for $K8S_VERSION already in $CACHE_BIN (stamp $STAMP); skipping"
+  ensure_crictl
   exit 0
 fi
 
@@ -26,6 +39,8 @@ start=$(date +%s)
 MOD=$CLUSTER_DIR/k8s
 if [[ "$(cat "$MOD/K8S_VERSION" 2>/dev/null)" != "$K8S_VERSION" ]]; then
   MOD=$CACHE/mod
+fi
+if [[ "$(cat "$MOD/K8S_VERSION" 2>/dev/null)" != "$K8S_VERSION" || ! -f $MOD/go.mod ]]; then
   log "build: generating Go module for $K8S_VERSION in $MOD"
   (cd "$CLUSTER_DIR/k8s" && bash ./gen-gomod.sh "$MOD" "$K8S_VERSION") ||
     die "build: step gen-gomod failed for $K8S_VERSION"
@@ -77,3 +92,4 @@ date -u +%FT%TZ > "$STAMP"
 el=$(( $(date +%s) - start ))
 log "build: done in ${el}s ($((el/60))m$((el%60))s); binaries in $CACHE_BIN"
 "$CACHE_BIN/kubelet" --version >&2 || true
+ensure_crictl

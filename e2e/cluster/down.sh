@@ -30,7 +30,7 @@ stop_component() {
   pid=$(cat "$f" 2>/dev/null || true)
   if [[ -n $pid ]] && proc_alive "$pid"; then
     # make sure the pid was not reused by an unrelated process
-    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$STATE\|$CACHE_BIN\|containerd"; then
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -- "$STATE\|$CACHE_BIN\|containerd" >/dev/null; then
       log "down: stopping $name (pid $pid)"
       stop_pid "$name" "$pid"
     else
@@ -91,7 +91,7 @@ prefix=${POD_CIDR%.*.*}.   # e.g. 10.88.
 for ns in /run/netns/cni-*; do
   [[ -e $ns ]] || continue
   n=$(basename "$ns")
-  if ip -n "$n" -4 -o addr show 2>/dev/null | grep -q " inet ${prefix//./\\.}"; then
+  if ip -n "$n" -4 -o addr show 2>/dev/null | grep " inet ${prefix//./\\.}" >/dev/null; then
     log "down: removing network namespace $n"
     ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
   fi

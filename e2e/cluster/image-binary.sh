@@ -12,7 +12,7 @@ bin=$1; name=$2
 [[ -f $bin ]] || die "image-binary: binary $bin not found"
 [[ $name == *:* ]] || die "image-binary: NAME:TAG expected, got $name"
 [[ -S $CONTAINERD_SOCK ]] || die "image-binary: containerd socket $CONTAINERD_SOCK not found (run up.sh); log: $LOGS/containerd.log"
-if command -v file >/dev/null && file -L "$bin" | grep -q 'dynamically linked'; then
+if command -v file >/dev/null && file -L "$bin" | grep 'dynamically linked' >/dev/null; then
   log "image-binary: WARNING: $bin is dynamically linked; the image has no libc (use a static/musl build)"
 fi
 base=$(basename "$bin")
@@ -25,6 +25,6 @@ python3 "$CLUSTER_DIR/oci-image.py" "$tarball" \
   >>"$ilog" 2>&1 || die "image-binary: step 'write OCI layout' failed; log: $ilog"
 ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$tarball" >>"$ilog" 2>&1 ||
   { tail -n 20 "$ilog" >&2; die "image-binary: step 'ctr images import' failed; log: $ilog"; }
-ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "$name" ||
+ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -x "$name" >/dev/null ||
   die "image-binary: $name not listed after import; log: $ilog"
 log "image-binary: imported $name (entrypoint /usr/local/bin/$base); use imagePullPolicy: IfNotPresent or Never"

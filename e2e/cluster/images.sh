@@ -17,7 +17,7 @@ python3 "$CLUSTER_DIR/oci-image.py" "$tarball" \
 ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$tarball" >>"$ilog" 2>&1 ||
   { tail -n 20 "$ilog" >&2; die "images: step 'ctr images import' failed; log: $ilog"; }
 for i in "$BUSYBOX_IMAGE" "$PAUSE_IMAGE"; do
-  ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "$i" ||
+  ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -x "$i" >/dev/null ||
     die "images: $i not listed after import; log: $ilog"
 done
 log "images: imported $BUSYBOX_IMAGE and $PAUSE_IMAGE"

@@ -244,12 +244,13 @@ cat > "$STATE/cni/10-sidecar-order.conflist" <<JSON
   ]
 }
 JSON
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 10\n' "$CONTAINERD_SOCK" "$CONTAINERD_SOCK" > "$STATE/crictl.yaml"
 start containerd containerd --config "$STATE/containerd/config.toml" --log-level info
 wait_for containerd 60 ctr -a "$CONTAINERD_SOCK" version
 
 # ---------------------------------------------------------------- images
-if ! { ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "$BUSYBOX_IMAGE"; } 2>/dev/null ||
-   ! { ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE"; } 2>/dev/null; then
+have_images=$(ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null || true)
+if ! grep -qx "$BUSYBOX_IMAGE" <<<"$have_images" || ! grep -qx "$PAUSE_IMAGE" <<<"$have_images"; then
   bash "$CLUSTER_DIR/images.sh" || die "up: step 'images' failed; log: $LOGS/images.log"
 fi
 
