@@ -22,6 +22,7 @@ declare -A PKGS=(
   [tar]=/usr/bin/tar
   [coreutils]=/usr/bin/sha256sum
   [python3]=/usr/bin/python3
+  [curl]=/usr/bin/curl
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
 )
 missing=()

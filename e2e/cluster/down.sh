@@ -97,6 +97,18 @@ for ns in /run/netns/cni-*; do
   fi
 done
 
+# Per-container leftovers outside $STATE: runc state dirs and libcni result caches.
+if [[ -d $STATE/containerd ]]; then
+  ids=$( { ls "$STATE/containerd/state/io.containerd.runtime.v2.task/k8s.io" \
+              "$STATE/containerd/root/io.containerd.grpc.v1.cri/sandboxes" \
+              "$STATE/containerd/root/io.containerd.grpc.v1.cri/containers"; } 2>/dev/null | grep -E '^[0-9a-f]{64}$' | sort -u || true)
+  for id in $ids; do
+    rm -rf "/run/containerd/runc/k8s.io/$id" "/run/containerd/s/$id" 2>/dev/null || true
+    rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null || true
+  done
+fi
+rm -f /var/lib/cni/results/sidecar-order-* 2>/dev/null || true
+
 # Every mount under $STATE, deepest (last mounted) first.
 if [[ -d $STATE ]]; then
   for i in 1 2 3; do
