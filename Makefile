@@ -5,10 +5,39 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke
+.PHONY: build test lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl
 
 build:
 	$(CARGO) build --release --locked
+
+KUBECTL ?= $(shell command -v $(HOME)/.cache/sidecar-order/k8s-$(or $(K8S_VERSION),v1.34.4)/bin/kubectl || command -v kubectl)
+IMAGE ?= localhost/sidecar-order:dev
+STATIC_BIN := target/static/x86_64-unknown-linux-gnu/image/sidecar-order
+
+# A static binary (glibc, crt-static) wrapped as an OCI image and imported
+# into the local cluster's containerd (no registry needed).
+image:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
+	  $(CARGO) build --locked --profile image --target x86_64-unknown-linux-gnu
+	bash e2e/cluster/image-binary.sh $(STATIC_BIN) $(IMAGE)
+
+# Installs the CRD, RBAC and the controller with the real config/ manifests.
+deploy:
+	$(KUBECTL) apply -k config/default
+	$(KUBECTL) -n sidecar-order-system rollout restart deployment/sidecar-order-controller
+	$(KUBECTL) -n sidecar-order-system rollout status deployment/sidecar-order-controller --timeout=180s
+
+undeploy:
+	$(KUBECTL) delete -k config/default --ignore-not-found --wait=false
+
+# Runs the controller here, against $$KUBECONFIG (the CRD must be installed).
+run:
+	$(KUBECTL) apply -f crds/sidecarorderreports.yaml
+	$(CARGO) run --locked -- run --metrics-addr 127.0.0.1:8080
+
+# From a fresh machine: cluster, image, deploy, the article's pods, reports.
+demo:
+	bash e2e/demo.sh
 
 test:
 	$(CARGO) test --locked
@@ -41,3 +70,6 @@ cluster-smoke:
 crds:
 	$(CARGO) run --quiet --locked -- crd > crds/sidecarorderreports.yaml
 	cp crds/sidecarorderreports.yaml config/crd/sidecarorderreports.yaml
+
+print-kubectl:
+	@echo $(KUBECTL)

@@ -12,10 +12,9 @@ pub struct Analysis {
     pub namespace: String,
     pub name: String,
     pub report: Report,
-    /// Events about this pod that the rules used.
-    pub events_used: usize,
-    /// Events about other objects, ignored.
-    pub events_other: usize,
+    /// Events about this pod that the rules used, and events about other
+    /// objects that were ignored (unknown for a stored report).
+    pub events: Option<(usize, usize)>,
 }
 
 /// Judges every pod against the events that concern it.
@@ -36,8 +35,7 @@ pub fn analyze(pods: &[Pod], events: &[Event], cfg: &Config) -> Result<Vec<Analy
             Ok(Analysis {
                 namespace: facts.namespace,
                 name: facts.name,
-                events_used: used.len(),
-                events_other: other,
+                events: Some((used.len(), other)),
                 report,
             })
         })

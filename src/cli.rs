@@ -27,6 +27,8 @@ pub enum Command {
     Crd,
     /// Run the controller: watch pods and events, write reports, serve metrics.
     Run(RunArgs),
+    /// Print a stored SidecarOrderReport as a table (summary, violations, timeline).
+    Show(ShowArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -55,6 +57,60 @@ pub struct AnalyzeArgs {
     /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub outlive_seconds: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Namespace of the report (the pod's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The report's name (`kubectl get sor`), or a pod's name: its newest report.
+    pub name: String,
+}
+
+/// Reads a stored report (by its name, or its pod's) and renders it.
+pub async fn run_show(args: &ShowArgs) -> Result<String, AnalyzeError> {
+    use crate::crd::SidecarOrderReport;
+    use kube::api::{Api, ListParams};
+    let client = kube::Client::try_default().await.map_err(|e| {
+        AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}"))
+    })?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let api: Api<SidecarOrderReport> = Api::namespaced(client, &ns);
+    let fail = |e: kube::Error| AnalyzeError::Live(format!("cannot read reports in {ns}: {e}"));
+    let report = match api.get_opt(&args.name).await.map_err(fail)? {
+        Some(r) => r,
+        None => api
+            .list(&ListParams::default())
+            .await
+            .map_err(fail)?
+            .items
+            .into_iter()
+            .filter(|r| r.spec.pod_name == args.name)
+            .max_by_key(|r| r.metadata.creation_timestamp.clone())
+            .ok_or_else(|| {
+                AnalyzeError::Live(format!(
+                    "no report named {} or for pod {} in {ns}",
+                    args.name, args.name
+                ))
+            })?,
+    };
+    let Some(status) = report.status else {
+        return Err(AnalyzeError::Live(format!(
+            "report {ns}/{} has no status yet",
+            args.name
+        )));
+    };
+    let a = Analysis {
+        namespace: ns,
+        name: report.spec.pod_name,
+        report: status.report,
+        events: None,
+    };
+    Ok(render::table(&a))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

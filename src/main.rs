@@ -1,5 +1,5 @@
 use clap::Parser;
-use sidecar_order::cli::{Cli, Command, LogFormat, exit_code, run_analyze};
+use sidecar_order::cli::{Cli, Command, LogFormat, exit_code, run_analyze, run_show};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -19,6 +19,16 @@ async fn main() -> ExitCode {
             Ok((analyses, text)) => {
                 print!("{text}");
                 ExitCode::from(exit_code(&analyses))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Show(args) => match run_show(&args).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e}");

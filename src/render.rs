@@ -97,11 +97,15 @@ pub fn table(a: &Analysis) -> String {
     let _ = writeln!(out, "SIDECARS  {}", r.sidecars);
     let _ = writeln!(out, "STARTUP   {:?}", r.startup);
     let _ = writeln!(out, "SHUTDOWN  {:?}", r.shutdown);
-    let _ = writeln!(
-        out,
-        "EVIDENCE  {:?} ({} events used, {} about other objects ignored)",
-        r.evidence, a.events_used, a.events_other
-    );
+    match a.events {
+        Some((used, other)) => writeln!(
+            out,
+            "EVIDENCE  {:?} ({used} events used, {other} about other objects ignored)",
+            r.evidence
+        ),
+        None => writeln!(out, "EVIDENCE  {:?}", r.evidence),
+    }
+    .ok();
     for g in &r.gaps {
         let _ = writeln!(out, "  - {g}");
     }

@@ -205,3 +205,90 @@ impl Metrics {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::{Increments, Update, Workload};
+    use crate::crd::{ReportSpec, ReportStatus};
+    use crate::model::ProbeKind;
+    use crate::report::{Evidence, Report, Rule, Violation};
+
+    #[test]
+    fn labels_are_bounded_and_counts_add_up() {
+        let m = Metrics::new();
+        let report = Report {
+            startup: Verdict::Verified,
+            shutdown: Verdict::Violated,
+            sidecars: 1,
+            evidence: Evidence::Complete,
+            gaps: vec![],
+            violations: vec![],
+            probe_failures: vec![],
+            containers: vec![],
+            checks: vec![],
+        };
+        let u = Update {
+            namespace: "shop".into(),
+            report_name: "web-7d9f8c6b5-x2x7q-1b2c3d4e".into(),
+            pod_name: "web-7d9f8c6b5-x2x7q".into(),
+            pod_uid: "1b2c3d4e-0000-4000-8000-000000000000".into(),
+            workload: Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            spec: ReportSpec {
+                pod_name: "web-7d9f8c6b5-x2x7q".into(),
+                pod_uid: "1b2c3d4e".into(),
+                workload: None,
+            },
+            status: ReportStatus::new(report, None),
+            increments: Increments {
+                violations: vec![Violation {
+                    rule: Rule::SidecarStopOrder,
+                    severity: Severity::Error,
+                    containers: vec!["a".into(), "b".into()],
+                    message: String::new(),
+                    evidence: vec![],
+                }],
+                probe_failures: vec![("proxy".into(), ProbeKind::Liveness, 6)],
+                sidecar_restarts: vec![("proxy".into(), 2)],
+                startup_seconds: Some(2.0),
+                shutdown_seconds: None,
+            },
+        };
+        m.count(&u);
+        m.count(&Update {
+            increments: Increments::default(),
+            ..u.clone()
+        });
+        let text = m.render();
+        assert!(text.contains(r#"sidecar_order_violations_total{namespace="shop",rule="sidecar-stop-order",severity="Error",workload="web",workload_kind="Deployment"} 1"#), "{text}");
+        assert!(text.contains(r#"sidecar_order_probe_failures_total{container="proxy",namespace="shop",probe="liveness"} 6"#));
+        assert!(text.contains(
+            r#"sidecar_order_sidecar_restarts_total{container="proxy",namespace="shop"} 2"#
+        ));
+        assert!(
+            text.contains(r#"sidecar_order_sidecar_startup_seconds_count{namespace="shop"} 1"#)
+        );
+        assert!(
+            text.contains(r#"sidecar_order_reports{shutdown="Verified",startup="Verified"} 0"#)
+        );
+        // No pod name or uid ever becomes a label value.
+        assert!(
+            !text.contains("x2x7q") && !text.contains("1b2c3d4e"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| l.starts_with("sidecar_order_")) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                name.ends_with("_total")
+                    || name.contains("_seconds")
+                    || name.ends_with("_pods")
+                    || name.ends_with("_reports")
+                    || name.ends_with("_leader"),
+                "unexpected metric name {name}"
+            );
+        }
+    }
+}

@@ -611,3 +611,119 @@ fn count(d: &mut Digest, r: &Report) -> Increments {
     }
     inc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn workload_resolves_replicasets_to_deployments() {
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "web-7d9f8c6b5-x2x7q",
+            "labels": {"pod-template-hash": "7d9f8c6b5"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8c6b5", "uid": "u", "controller": true}]}}),
+        );
+        assert_eq!(
+            Workload::of(&p),
+            Workload {
+                kind: "Deployment".into(),
+                name: "web".into()
+            }
+        );
+        let job = pod(serde_json::json!({"metadata": {"name": "j-abcde",
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u", "controller": true}]}}));
+        assert_eq!(
+            Workload::of(&job),
+            Workload {
+                kind: "Job".into(),
+                name: "j".into()
+            }
+        );
+        // A bare pod never lends its own name to a label.
+        let bare = pod(serde_json::json!({"metadata": {"name": "debug-x"}}));
+        assert_eq!(
+            Workload::of(&bare),
+            Workload {
+                kind: "Pod".into(),
+                name: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn pods_without_sidecars_are_not_tracked() {
+        let mut s = Store::new(Config::default());
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "plain", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "app"}]}, "status": {}}),
+        );
+        assert!(s.pod_applied(&p, 0).is_empty());
+        assert_eq!(s.tracked_pods(), 0);
+    }
+
+    #[test]
+    fn the_watch_order_breaks_same_second_ties() {
+        // Both sidecars stop within the same second; the controller saw the
+        // second one stop in an earlier update than the first one.
+        let mk = |first: serde_json::Value, second: serde_json::Value, app: serde_json::Value| {
+            pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": "2025-07-14T00:01:00Z", "deletionGracePeriodSeconds": 30},
+            "spec": {"initContainers": [{"name": "s1", "restartPolicy": "Always"}, {"name": "s2", "restartPolicy": "Always"}],
+                     "containers": [{"name": "app"}]},
+            "status": {"initContainerStatuses": [
+                {"name": "s1", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": first},
+                {"name": "s2", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": second}],
+              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
+        };
+        let running = |t: &str| serde_json::json!({"running": {"startedAt": t}});
+        let done = |t: &str, f: &str| serde_json::json!({"terminated": {"exitCode": 0, "startedAt": t, "finishedAt": f}});
+        let (t0, t1, t2) = (
+            "2025-07-14T00:00:01Z",
+            "2025-07-14T00:00:02Z",
+            "2025-07-14T00:00:03Z",
+        );
+        let fin = "2025-07-14T00:00:40Z";
+        let mut s = Store::new(Config::default());
+        s.pod_applied(&mk(running(t0), running(t1), running(t2)), 40);
+        s.pod_applied(
+            &mk(running(t0), running(t1), done(t2, "2025-07-14T00:00:38Z")),
+            40,
+        );
+        s.pod_applied(
+            &mk(running(t0), done(t1, fin), done(t2, "2025-07-14T00:00:38Z")),
+            40,
+        );
+        let out = s.pod_applied(
+            &mk(
+                done(t0, fin),
+                done(t1, fin),
+                done(t2, "2025-07-14T00:00:38Z"),
+            ),
+            41,
+        );
+        let r = &out.last().unwrap().status.report;
+        assert_eq!(r.shutdown, Verdict::Verified, "{r:#?}");
+        let check = r
+            .checks
+            .iter()
+            .find(|c| c.rule == crate::report::Rule::SidecarStopOrder)
+            .unwrap();
+        assert_eq!(check.decided_by, Some(crate::time::Source::WatchOrder));
+        // Offline, from the last status alone, the same tie is Indeterminate.
+        let offline = crate::judge::judge(
+            &pod_facts(&mk(
+                done(t0, fin),
+                done(t1, fin),
+                done(t2, "2025-07-14T00:00:38Z"),
+            ))
+            .unwrap(),
+            &[],
+            &Config::default(),
+        );
+        assert_eq!(offline.shutdown, Verdict::Indeterminate);
+    }
+}
