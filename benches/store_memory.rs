@@ -33,10 +33,15 @@ static A: Counting = Counting;
 const PODS: usize = 10_000;
 
 fn main() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/same-second-event-clock");
-    let pod: Pod = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/pod.json")).unwrap()).unwrap();
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/same-second-event-clock"
+    );
+    let pod: Pod =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/pod.json")).unwrap()).unwrap();
     let list: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/events.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/events.json")).unwrap())
+            .unwrap();
     let events: Vec<Event> = serde_json::from_value(list["items"].clone()).unwrap();
 
     let mut store = Store::new(Config::default());
@@ -53,14 +58,20 @@ fn main() {
             let mut e = e.clone();
             e.involved_object.name = Some(name.clone());
             e.involved_object.uid = p.metadata.uid.clone();
-            e.metadata.name = e.metadata.name.map(|n| n.replacen("same-second-event-clock", &name, 1));
+            e.metadata.name = e
+                .metadata
+                .name
+                .map(|n| n.replacen("same-second-event-clock", &name, 1));
             store.event_applied(&e, now);
         }
     }
     let after = LIVE.load(Ordering::Relaxed);
     let per_pod = (after - before) as f64 / PODS as f64;
     println!("tracked pods:        {}", store.tracked_pods());
-    println!("steady heap in store: {:.1} MiB", (after - before) as f64 / (1024.0 * 1024.0));
+    println!(
+        "steady heap in store: {:.1} MiB",
+        (after - before) as f64 / (1024.0 * 1024.0)
+    );
     println!("per tracked pod:      {per_pod:.0} bytes (budget 2048)");
     assert_eq!(store.tracked_pods(), PODS);
 }
