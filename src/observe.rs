@@ -100,6 +100,7 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
             kind = StateKind::Waiting;
         }
     }
+    runs.shrink_to_fit();
     (kind, runs)
 }
 

@@ -171,7 +171,8 @@ type Key = (String, String);
 
 pub struct Store {
     cfg: Config,
-    pods: HashMap<Key, Tracked>,
+    // Boxed: the map's spare slots then cost a pointer, not a whole entry.
+    pods: HashMap<Key, Box<Tracked>>,
     pending: HashMap<Key, Vec<Event>>,
     pending_len: usize,
     preloaded: HashMap<String, Preloaded>,
@@ -349,7 +350,8 @@ impl Store {
                     self.pending_len -= 1;
                     add_event(&mut t, &ev);
                 }
-                self.pods.insert(key.clone(), t);
+                t.events.shrink_to_fit();
+                self.pods.insert(key.clone(), Box::new(t));
             }
         }
         let t = self.pods.get_mut(&key).expect("inserted");
@@ -450,7 +452,7 @@ impl Store {
     }
 
     /// The last judgement of a pod that is gone.
-    fn finish(&self, mut t: Tracked, now: i64) -> Option<Update> {
+    fn finish(&self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
         t.facts.gone = true;
         t.ended_at.get_or_insert(now);
         judge_tracked(&self.cfg, &mut t, now)
@@ -508,6 +510,7 @@ fn add_event(t: &mut Tracked, ev: &Event) -> bool {
         }
         None => {
             t.events.push(fact);
+            t.events.shrink_to_fit();
             true
         }
     }
