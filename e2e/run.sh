@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# make e2e: the live-cluster end-to-end suite (e2e/tests/e2e.rs).
+#
+#   cluster up (make cluster-up) -> controller image + deploy (make image deploy)
+#   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
+#   -> scenario 11 (a real Prometheus) alone -> cluster down.
+#
+# Environment:
+#   KEEP_CLUSTER=1        leave the cluster (and the deployed controller) running
+#   E2E_THREADS=N         parallel tests for scenarios 1-9 (default 4)
+#   E2E_KEEP_NAMESPACES=1 keep every test's namespace for inspection
+#   E2E_LOG=FILE          full output (default /tmp/sidecar-order-e2e.log)
+# Exits with the tests' status (0 only when every scenario passed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export KUBECONFIG=${KUBECONFIG:-${SIDECAR_ORDER_STATE:-/tmp/sidecar-order-cluster}/kubeconfig}
+export RUST_BACKTRACE=0
+THREADS=${E2E_THREADS:-4}
+LOG=${E2E_LOG:-/tmp/sidecar-order-e2e.log}
+START=$(date +%s)
+: > "$LOG"
+RESULTS=()
+
+log() { printf '\n\033[1m== [%4ds] %s\033[0m\n' $(( $(date +%s) - START )) "$*" | tee -a "$LOG"; }
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ ${KEEP_CLUSTER:-0} == 1 ]]; then
+    log "KEEP_CLUSTER=1: the cluster stays up (make cluster-down to stop it)"
+  else
+    log "cluster down (make cluster-down)"
+    make --no-print-directory cluster-down >>"$LOG" 2>&1 || echo "cluster-down failed (see $LOG)" >&2
+  fi
+  if ((${#RESULTS[@]})); then
+    printf '%s\n' "${RESULTS[@]}" | tee -a "$LOG"
+  fi
+  log "e2e finished: exit $rc, $(( $(date +%s) - START ))s in all (log: $LOG)"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+log "cluster (make cluster-up)"
+make --no-print-directory cluster-up 2>&1 | tee -a "$LOG"
+log "controller image and deployment (make image deploy)"
+make --no-print-directory image deploy 2>&1 | tee -a "$LOG"
+KUBECTL=$(make -s --no-print-directory print-kubectl)
+export KUBECTL
+
+# Scenario 11 runs Debian's Prometheus on this host.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  log "installing Debian's prometheus package"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends prometheus >>"$LOG" 2>&1 \
+    || { apt-get update >>"$LOG" 2>&1 && apt-get install -y --no-install-recommends prometheus >>"$LOG" 2>&1; }
+fi
+
+CARGO_TEST=(cargo test --locked --features e2e --test e2e)
+log "building the suite"
+"${CARGO_TEST[@]}" --no-run 2>&1 | tee -a "$LOG"
+
+status=0
+# One cargo test invocation; its "test result:" line is kept for the summary.
+phase() {
+  local what=$1
+  shift
+  log "$what"
+  local t0=$(date +%s) rc=0
+  "${CARGO_TEST[@]}" -- "$@" 2>&1 | tee -a "$LOG" | tee /tmp/sidecar-order-e2e-phase.$$ || rc=$?
+  local line
+  line=$(grep -E '^test result:' /tmp/sidecar-order-e2e-phase.$$ | tail -n 1 || true)
+  rm -f /tmp/sidecar-order-e2e-phase.$$
+  RESULTS+=("$(printf '%-42s %4ds  %s' "$what" $(( $(date +%s) - t0 )) "${line:-no test result (build or harness failure)}")")
+  if ((rc != 0)); then status=1; fi
+}
+
+phase "scenarios 1-9 ($THREADS threads)" --test-threads="$THREADS" --skip t10_ --skip t11_
+# Scenario 10 deletes the controller pod: alone, so no other test loses its scrape.
+phase "scenario 10 (controller restart)" --exact t10_controller_restart_counts_once
+phase "scenario 11 (Prometheus)" --exact t11_prometheus_scrapes_and_dashboard_queries_return_data
+exit "$status"
