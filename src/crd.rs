@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const FIELD_MANAGER: &str = "sidecar-order";
 
 /// Which pod a report is about.
+// The printer columns repeat `type_ = ...`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "sidecar-order.dev",

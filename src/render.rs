@@ -56,8 +56,8 @@ fn timeline(out: &mut String, r: &Report) {
     );
     let _ = writeln!(
         out,
-        "  {:<name_w$}  {:<7}  {:>8}  {:>6}  {:>6}  {}",
-        "CONTAINER", "ROLE", "RESTARTS", "START", "STOP", "|0s"
+        "  {:<name_w$}  {:<7}  {:>8}  {:>6}  {:>6}  |0s",
+        "CONTAINER", "ROLE", "RESTARTS", "START", "STOP"
     );
     for (c, (start, stop)) in r.containers.iter().zip(&spans) {
         let mut bar = vec![' '; cols as usize];

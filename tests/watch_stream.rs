@@ -12,6 +12,7 @@ use sidecar_order::model::ProbeKind;
 use sidecar_order::report::Verdict;
 use std::collections::HashMap;
 
+#[allow(clippy::large_enum_variant)] // test data, built once
 enum Item {
     Pod(&'static str, Pod),
     Event(Event),

@@ -68,9 +68,8 @@ fn now() -> i64 {
 async fn ensure_crd(client: &Client) -> Result<(), RunError> {
     let name = SidecarOrderReport::crd_name();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match api.get_opt(name).await.map_err(RunError::Crd)? {
-        None => return Err(RunError::CrdMissing(name.into())),
-        Some(_) => {}
+    if api.get_opt(name).await.map_err(RunError::Crd)?.is_none() {
+        return Err(RunError::CrdMissing(name.into()));
     }
     let limit = Duration::from_secs(30);
     let established = wait::await_condition(api, name, wait::conditions::is_crd_established());
@@ -82,8 +81,8 @@ async fn ensure_crd(client: &Client) -> Result<(), RunError> {
 }
 
 enum Input {
-    Pod(WEvent<Pod>),
-    Event(WEvent<Event>),
+    Pod(Box<WEvent<Pod>>),
+    Event(Box<WEvent<Event>>),
 }
 
 type Inputs = Pin<Box<dyn Stream<Item = Result<Input, watcher::Error>> + Send>>;
@@ -111,12 +110,12 @@ fn watches(client: &Client, s: &Settings) -> Inputs {
         all.push(Box::pin(
             watcher::watcher(pods, cfg.clone())
                 .default_backoff()
-                .map(|r| r.map(Input::Pod)),
+                .map(|r| r.map(|e| Input::Pod(Box::new(e)))),
         ));
         all.push(Box::pin(
             watcher::watcher(events, ev_cfg.clone())
                 .default_backoff()
-                .map(|r| r.map(Input::Event)),
+                .map(|r| r.map(|e| Input::Event(Box::new(e)))),
         ));
     }
     Box::pin(stream::select_all(all))
@@ -252,7 +251,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 match item {
                     Input::Pod(ev) => {
                         metrics.watch_events.with_label_values(&["pod"]).inc();
-                        match ev {
+                        match *ev {
                             WEvent::Init => { store.pods_resync_start(); Vec::new() }
                             WEvent::InitApply(p) | WEvent::Apply(p) => store.pod_applied(&p, seen),
                             WEvent::Delete(p) => store.pod_deleted(&p, seen),
@@ -261,7 +260,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     }
                     Input::Event(ev) => {
                         metrics.watch_events.with_label_values(&["event"]).inc();
-                        match ev {
+                        match *ev {
                             WEvent::InitApply(e) | WEvent::Apply(e) => store.event_applied(&e, seen),
                             WEvent::InitDone => { synced += 1; Vec::new() }
                             WEvent::Init | WEvent::Delete(_) => Vec::new(),
@@ -301,10 +300,9 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     drop(leader);
     if let Some(task) = lease_task
         && let Ok(Ok(manager)) = task.await
+        && let Err(e) = manager.release().await
     {
-        if let Err(e) = manager.release().await {
-            tracing::warn!(error = %e, "releasing the lease failed");
-        }
+        tracing::warn!(error = %e, "releasing the lease failed");
     }
     Ok(())
 }
