@@ -201,15 +201,22 @@ async fn with_prometheus(ctx: &Ctx, addr: &str) -> R<()> {
     // it is 0 and the quantile NaN until a second one: once Prometheus has
     // the namespace's series, one more pod starts and stops.
     let ns = ctx.ns.clone();
-    for metric in ["sidecar_order_sidecar_startup_seconds_count", "sidecar_order_sidecar_shutdown_seconds_count"] {
+    for metric in [
+        "sidecar_order_sidecar_startup_seconds_count",
+        "sidecar_order_sidecar_shutdown_seconds_count",
+    ] {
         let q = format!("{metric}{{namespace=\"{ns}\"}}");
         let q = &q;
-        poll(&format!("Prometheus to have {q}"), secs(90), || async move {
-            Ok((!query(addr, q).await?.is_empty()).then_some(()))
-        })
+        poll(
+            &format!("Prometheus to have {q}"),
+            secs(90),
+            || async move { Ok((!query(addr, q).await?.is_empty()).then_some(())) },
+        )
         .await?;
     }
-    let again = ctx.create_pod(&crate::instant_pod("quick-again", 1, false)).await?;
+    let again = ctx
+        .create_pod(&crate::instant_pod("quick-again", 1, false))
+        .await?;
     ctx.wait_ready("quick-again").await?;
     ctx.wait_startup_judged(&uid(&again.metadata)).await?;
     ctx.delete_pod("quick-again").await?;
@@ -240,7 +247,14 @@ async fn with_prometheus(ctx: &Ctx, addr: &str) -> R<()> {
             match query(addr, &q).await {
                 // Data: at least one sample with a number (a quantile of
                 // buckets that did not move in the window is NaN: not yet).
-                Ok(r) if r.iter().any(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| !v.is_nan())) => {
+                Ok(r)
+                    if r.iter().any(|s| {
+                        s["value"][1]
+                            .as_str()
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .is_some_and(|v| !v.is_nan())
+                    }) =>
+                {
                     let values: Vec<String> = r
                         .iter()
                         .take(3)
@@ -253,7 +267,11 @@ async fn with_prometheus(ctx: &Ctx, addr: &str) -> R<()> {
                     );
                 }
                 Ok(r) => {
-                    let values: Vec<String> = r.iter().take(3).map(|s| s["value"][1].to_string()).collect();
+                    let values: Vec<String> = r
+                        .iter()
+                        .take(3)
+                        .map(|s| s["value"][1].to_string())
+                        .collect();
                     last.push(format!("{q}: no data ({})", values.join(", ")));
                     still.push(q);
                 }
