@@ -5,7 +5,7 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl
+.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl
 
 build:
 	$(CARGO) build --release --locked
@@ -41,6 +41,14 @@ demo:
 
 test:
 	$(CARGO) test --locked
+
+# The live-cluster suite: cluster up, controller image and deploy, scenarios
+# 1-11, cluster down (KEEP_CLUSTER=1 leaves it running). See e2e/run.sh.
+e2e:
+	bash e2e/run.sh
+
+# What CI runs (.ci/run): lint, unit tests, then the live-cluster suite.
+check: lint test e2e
 
 lint:
 	$(CARGO) fmt --all -- --check

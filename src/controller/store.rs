@@ -9,7 +9,7 @@
 
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::judge::{Config, judge};
-use crate::model::{EventFact, PodFacts, ProbeKind};
+use crate::model::{EventFact, PodFacts, ProbeKind, StateKind};
 use crate::observe::{EventFit, event_fact, pod_facts};
 use crate::report::{Evidence, Report, Verdict, Violation};
 use crate::time::rfc3339;
@@ -462,6 +462,7 @@ impl Store {
 /// Gives each status transition that appeared since the previous version of
 /// the pod the watch-order position `seq` (the controller's third time source).
 fn mark_seen(old: &PodFacts, new: &mut PodFacts, seq: u64) {
+    keep_shutdown_deadline(old, new);
     for c in new.containers.iter_mut() {
         let Some(prev) = old
             .containers
@@ -487,6 +488,21 @@ fn mark_seen(old: &PodFacts, new: &mut PodFacts, seq: u64) {
                 };
             }
         }
+    }
+}
+
+/// Once every container has stopped, the kubelet deletes the pod for good
+/// with a grace period of 0, which rewrites `deletionTimestamp` and
+/// `deletionGracePeriodSeconds`: the deadline that governed the shutdown is
+/// the one seen before. (A forced delete of running containers is not this:
+/// its grace of 0 is the real one.)
+fn keep_shutdown_deadline(old: &PodFacts, new: &mut PodFacts) {
+    if let (Some(before), Some(now)) = (old.deletion, new.deletion)
+        && now.grace_secs == 0
+        && before.grace_secs > 0
+        && new.containers.iter().all(|c| c.state != StateKind::Running)
+    {
+        new.deletion = Some(before);
     }
 }
 
@@ -666,6 +682,58 @@ mod tests {
         );
         assert!(s.pod_applied(&p, 0).is_empty());
         assert_eq!(s.tracked_pods(), 0);
+    }
+
+    #[test]
+    fn the_kubelets_final_delete_does_not_replace_the_grace_period() {
+        // As recorded in e2e t08b: deleted with a 4 s grace period, the app
+        // ignores SIGTERM, both are SIGKILLed; then the kubelet's final
+        // delete rewrites deletionTimestamp/deletionGracePeriodSeconds to 0.
+        let mk = |deleted: &str, grace: i64, sidecar: serde_json::Value, app: serde_json::Value| {
+            pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": deleted, "deletionGracePeriodSeconds": grace},
+            "spec": {"terminationGracePeriodSeconds": 4, "initContainers": [{"name": "sidecar", "restartPolicy": "Always"}],
+                     "containers": [{"name": "app"}]},
+            "status": {"initContainerStatuses": [
+                {"name": "sidecar", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": sidecar}],
+              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
+        };
+        let running = |t: &str| serde_json::json!({"running": {"startedAt": t}});
+        let killed = |t: &str, f: &str| serde_json::json!({"terminated": {"exitCode": 137, "reason": "Error", "startedAt": t, "finishedAt": f}});
+        let (ts, ta) = ("2026-11-25T20:38:21Z", "2026-11-25T20:38:22Z");
+        let mut s = Store::new(Config::default());
+        s.pod_applied(&mk("2026-11-25T20:38:28Z", 4, running(ts), running(ta)), 24);
+        s.pod_applied(
+            &mk(
+                "2026-11-25T20:38:28Z",
+                4,
+                running(ts),
+                killed(ta, "2026-11-25T20:38:28Z"),
+            ),
+            28,
+        );
+        let done = mk(
+            "2026-11-25T20:38:31Z",
+            0,
+            killed(ts, "2026-11-25T20:38:30Z"),
+            killed(ta, "2026-11-25T20:38:28Z"),
+        );
+        let mut out = s.pod_applied(&done, 31);
+        out.extend(s.pod_deleted(&done, 31));
+        let r = &out.last().expect("an update").status.report;
+        let v = r
+            .violations
+            .iter()
+            .find(|v| v.rule == crate::report::Rule::SidecarForceKilled)
+            .unwrap_or_else(|| panic!("no force-kill warning: {r:#?}"));
+        assert!(v.message.contains("4s grace period"), "{}", v.message);
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.contains("2026-11-25T20:38:28Z")),
+            "{:?}",
+            v.evidence
+        );
     }
 
     #[test]
