@@ -387,9 +387,9 @@ impl<'a> Judge<'a> {
         if job_done && let Some(last) = last_app {
             let now = cfg.now_secs.unwrap_or(self.tl.latest_secs);
             for &s in &sidecars {
-                let (end, what) = match finish(s) {
-                    Some(f) => (f.secs, "terminated"),
-                    None if pod.containers[s].state == StateKind::Running => (now, "still running"),
+                let end = match finish(s) {
+                    Some(f) => f.secs,
+                    None if pod.containers[s].state == StateKind::Running => now,
                     None => continue,
                 };
                 let late = end - last.secs;
@@ -406,15 +406,29 @@ impl<'a> Judge<'a> {
                     Some(Source::StatusSeconds),
                 );
                 if !ok {
-                    let msg = format!(
-                        "sidecar {} was {what} {late}s after every app container had exited (limit {}s)",
-                        self.name(s),
-                        cfg.outlive_secs
-                    );
-                    let ev = vec![
-                        format!("last app container exited at {}", at(&last)),
-                        format!("{} {what} at {}", self.name(s), rfc3339(end)),
-                    ];
+                    // A running sidecar is described at the limit, not at
+                    // "now": the report must not change while nothing does.
+                    let limit = last.secs.saturating_add(cfg.outlive_secs);
+                    let (msg, seen) = if finish(s).is_some() {
+                        (
+                            format!(
+                                "sidecar {} terminated {late}s after every app container had exited (limit {}s)",
+                                self.name(s),
+                                cfg.outlive_secs
+                            ),
+                            format!("{} terminated at {}", self.name(s), rfc3339(end)),
+                        )
+                    } else {
+                        (
+                            format!(
+                                "sidecar {} was still running more than {}s after every app container had exited",
+                                self.name(s),
+                                cfg.outlive_secs
+                            ),
+                            format!("{} still running at {}", self.name(s), rfc3339(limit)),
+                        )
+                    };
+                    let ev = vec![format!("last app container exited at {}", at(&last)), seen];
                     self.violate(Rule::SidecarOutlivedApp, &[s], msg, ev);
                 }
             }

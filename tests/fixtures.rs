@@ -89,3 +89,49 @@ fn every_fixture_gets_its_expected_verdict() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A stuck sidecar's report must not change while nothing changes: the
+/// controller re-judges with a later "now" every few seconds, and a status
+/// that moved with the clock would be rewritten each time.
+#[test]
+fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rule-sidecar-outlived-app");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
+    let events = input::events("events.json", &read("events.json")).unwrap();
+    let at = |now: i64| {
+        let cfg = Config {
+            now_secs: Some(now),
+            ..Config::default()
+        };
+        analyze(&pods, &events, &cfg).unwrap().remove(0).report
+    };
+    let later = at(4_000_000_000);
+    assert!(
+        later.violations.iter().any(|v| v.rule.id() == "sidecar-outlived-app"),
+        "{later:#?}"
+    );
+    assert_eq!(at(4_000_000_100), later);
+    // Also the wording: how long it ran is not a number that grows.
+    let v = &later.violations[0];
+    assert!(v.message.contains("more than 30s"), "{}", v.message);
+}
+
+/// Every fixture shows how many events were about other objects; the table
+/// says so, so nothing read is silently dropped.
+#[test]
+fn events_of_other_pods_are_counted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article-order-on-delete");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
+    let events = input::events("events.json", &read("events.json")).unwrap();
+    let others = events
+        .iter()
+        .filter(|e| e.involved_object.uid != pods[0].metadata.uid)
+        .count();
+    assert!(others > 0, "the fixture has no unrelated event");
+    let a = analyze(&pods, &events, &Config::default()).unwrap().remove(0);
+    let (used, other) = a.events.unwrap();
+    assert_eq!(other, others);
+    assert!(used > 0 && used + other <= events.len());
+}

@@ -183,12 +183,12 @@ fn a_relist_changes_nothing() {
         }
     }
     let now = items.last().unwrap().0;
-    store.pods_resync_start();
+    store.pods_resync_start(None);
     let mut again = Vec::new();
     for p in current.values() {
         again.extend(store.pod_applied(p, now));
     }
-    again.extend(store.pods_resync_done(now));
+    again.extend(store.pods_resync_done(None, now));
     for (_, item) in &items {
         if let Item::Event(e) = item {
             again.extend(store.event_applied(e, now));
@@ -221,7 +221,7 @@ fn a_restarted_controller_counts_nothing_twice() {
     }
     // It lists the pods that exist now, then sees every event again.
     let now = items.last().unwrap().0;
-    second.pods_resync_start();
+    second.pods_resync_start(None);
     let mut after = Vec::new();
     for (_, item) in &items {
         match item {
@@ -232,7 +232,7 @@ fn a_restarted_controller_counts_nothing_twice() {
             _ => {}
         }
     }
-    after.extend(second.pods_resync_done(now));
+    after.extend(second.pods_resync_done(None, now));
     for (_, item) in &items {
         if let Item::Event(e) = item {
             after.extend(second.event_applied(e, now));

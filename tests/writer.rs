@@ -196,3 +196,56 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
             .contains("sidecar_order_report_writes_total{result=\"written\"} 2")
     );
 }
+
+/// On SIGTERM the pending writes get a few more tries; an API server that
+/// refuses them all must not keep the controller (and its lease) alive.
+#[tokio::test]
+async fn a_failing_flush_gives_up_after_a_few_rounds() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let metrics = Metrics::new();
+    let w = ReportWriter::new(client, metrics.clone(), None);
+    let (tx, rx) = mpsc::channel(8);
+    let (_lead_tx, lead_rx) = watch::channel(true);
+    tx.send(Outgoing {
+        update: update(Verdict::Verified, vec![]),
+        seen_at: Instant::now(),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    let task = tokio::spawn(writer::run(
+        w,
+        rx,
+        lead_rx,
+        Duration::from_secs(3600),
+        Duration::from_secs(86400),
+        100,
+    ));
+    let mut refused = 0;
+    let answer = async {
+        while let Some((_, send)) = handle.next_request().await {
+            refused += 1;
+            send.send_response(
+                Response::builder()
+                    .status(500)
+                    .body(Body::from(
+                        serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "message": "etcd is down", "reason": "InternalError", "code": 500}))
+                        .unwrap(),
+                    ))
+                    .unwrap(),
+            );
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(20), task) => r.expect("the writer kept retrying").unwrap(),
+        _ = answer => panic!("the mock closed first"),
+    }
+    assert!(refused >= 2, "only {refused} tries");
+    assert!(
+        metrics
+            .render()
+            .contains("sidecar_order_report_writes_total{result=\"error\"}")
+    );
+}

@@ -81,7 +81,8 @@ async fn ensure_crd(client: &Client) -> Result<(), RunError> {
 }
 
 enum Input {
-    Pod(Box<WEvent<Pod>>),
+    /// A pod watch event and the namespace its watch covers (None: all).
+    Pod(Option<String>, Box<WEvent<Pod>>),
     Event(Box<WEvent<Event>>),
 }
 
@@ -107,10 +108,11 @@ fn watches(client: &Client, s: &Settings) -> Inputs {
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
+        let scope = ns.cloned();
         all.push(Box::pin(
             watcher::watcher(pods, cfg.clone())
                 .default_backoff()
-                .map(|r| r.map(|e| Input::Pod(Box::new(e)))),
+                .map(move |r| r.map(|e| Input::Pod(scope.clone(), Box::new(e)))),
         ));
         all.push(Box::pin(
             watcher::watcher(events, ev_cfg.clone())
@@ -199,11 +201,14 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         .list(&ListParams::default())
         .await
         .map_err(RunError::Preload)?;
-    let loaded = reports.items.len();
+    let watched = |ns: &str| s.namespaces.is_empty() || s.namespaces.iter().any(|n| n == ns);
+    let mut loaded = 0usize;
     for r in reports.items {
         if let (Some(ns), Some(name), Some(status)) =
             (r.metadata.namespace, r.metadata.name, r.status)
+            && watched(&ns)
         {
+            loaded += 1;
             store.preload(&ns, &name, r.spec, status);
         }
     }
@@ -249,13 +254,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 };
                 let seen = now();
                 match item {
-                    Input::Pod(ev) => {
+                    Input::Pod(scope, ev) => {
                         metrics.watch_events.with_label_values(&["pod"]).inc();
                         match *ev {
-                            WEvent::Init => { store.pods_resync_start(); Vec::new() }
+                            WEvent::Init => { store.pods_resync_start(scope.as_deref()); Vec::new() }
                             WEvent::InitApply(p) | WEvent::Apply(p) => store.pod_applied(&p, seen),
                             WEvent::Delete(p) => store.pod_deleted(&p, seen),
-                            WEvent::InitDone => { synced += 1; store.pods_resync_done(seen) }
+                            WEvent::InitDone => { synced += 1; store.pods_resync_done(scope.as_deref(), seen) }
                         }
                     }
                     Input::Event(ev) => {

@@ -176,7 +176,9 @@ pub struct Store {
     pending: HashMap<Key, Vec<Event>>,
     pending_len: usize,
     preloaded: HashMap<String, Preloaded>,
-    resync: Option<HashSet<Key>>,
+    /// Pods listed so far by each (re)list in progress, by its watch's
+    /// namespace (None: all namespaces).
+    resync: HashMap<Option<String>, HashSet<Key>>,
     seq: u64,
 }
 
@@ -220,7 +222,7 @@ impl Store {
             pending: HashMap::new(),
             pending_len: 0,
             preloaded: HashMap::new(),
-            resync: None,
+            resync: HashMap::new(),
             seq: 0,
         }
     }
@@ -252,21 +254,24 @@ impl Store {
         );
     }
 
-    /// A (re)list of pods starts.
-    pub fn pods_resync_start(&mut self) {
-        self.resync = Some(HashSet::new());
+    /// A (re)list of pods starts, by the watch of one namespace (`scope`) or
+    /// of all of them (None).
+    pub fn pods_resync_start(&mut self, scope: Option<&str>) {
+        self.resync.insert(scope.map(String::from), HashSet::new());
     }
 
-    /// A (re)list of pods ended: pods not listed are gone, and stored reports
-    /// whose pod never showed up are closed as seen from outside.
-    pub fn pods_resync_done(&mut self, now: i64) -> Vec<Update> {
-        let Some(listed) = self.resync.take() else {
+    /// A (re)list of pods ended: pods of its scope not listed are gone, and
+    /// stored reports of its scope whose pod never showed up are closed as
+    /// seen from outside. Other namespaces' pods and reports are untouched.
+    pub fn pods_resync_done(&mut self, scope: Option<&str>, now: i64) -> Vec<Update> {
+        let Some(listed) = self.resync.remove(&scope.map(String::from)) else {
             return Vec::new();
         };
+        let in_scope = |ns: &str| scope.is_none_or(|s| s == ns);
         let gone: Vec<Key> = self
             .pods
             .keys()
-            .filter(|k| !listed.contains(*k))
+            .filter(|k| in_scope(&k.0) && !listed.contains(*k))
             .cloned()
             .collect();
         let mut out = Vec::new();
@@ -275,7 +280,13 @@ impl Store {
                 out.extend(self.finish(t, now));
             }
         }
-        for (_, p) in self.preloaded.drain() {
+        let unseen: Vec<String> = self
+            .preloaded
+            .iter()
+            .filter(|(_, p)| in_scope(&p.namespace))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for p in unseen.into_iter().filter_map(|uid| self.preloaded.remove(&uid)) {
             if p.status.pod_ended_at.is_some() {
                 continue;
             }
@@ -308,8 +319,10 @@ impl Store {
         self.seq += 1;
         let mut facts = pod_facts(pod).ok()?;
         let key = (facts.namespace.clone(), facts.name.clone());
-        if let Some(listed) = self.resync.as_mut() {
-            listed.insert(key.clone());
+        for (scope, listed) in self.resync.iter_mut() {
+            if scope.as_ref().is_none_or(|ns| *ns == key.0) {
+                listed.insert(key.clone());
+            }
         }
         if facts.sidecar_count() == 0 {
             self.drop_pending(&key);
@@ -682,6 +695,45 @@ mod tests {
         );
         assert!(s.pod_applied(&p, 0).is_empty());
         assert_eq!(s.tracked_pods(), 0);
+    }
+
+    #[test]
+    fn a_relist_of_one_namespace_leaves_the_others_alone() {
+        let mk = |ns: &str, uid: &str| {
+            pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": ns, "uid": uid},
+            "spec": {"initContainers": [{"name": "s", "restartPolicy": "Always"}], "containers": [{"name": "app"}]},
+            "status": {"initContainerStatuses": [{"name": "s", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                        "state": {"running": {"startedAt": "2025-07-14T00:00:01Z"}}}],
+              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                        "state": {"running": {"startedAt": "2025-07-14T00:00:02Z"}}}]}}))
+        };
+        let (a, b) = (mk("a", "ua"), mk("b", "ub"));
+        let mut s = Store::new(Config::default());
+        // Reports an earlier run wrote for both pods.
+        let mut earlier = Store::new(Config::default());
+        for u in [earlier.pod_applied(&a, 5), earlier.pod_applied(&b, 5)].concat() {
+            s.preload(&u.namespace, &u.report_name, u.spec, u.status);
+        }
+        // Both watches list at once (as at start-up): a's list ends first.
+        s.pods_resync_start(Some("a"));
+        s.pods_resync_start(Some("b"));
+        s.pod_applied(&a, 10);
+        let out = s.pods_resync_done(Some("a"), 10);
+        assert!(out.is_empty(), "a's list closed something: {out:#?}");
+        s.pod_applied(&b, 10);
+        assert!(s.pods_resync_done(Some("b"), 10).is_empty());
+        assert_eq!(s.tracked_pods(), 2);
+        // A relist of a alone (410 Gone) neither drops nor rewrites b's pod.
+        s.pods_resync_start(Some("a"));
+        s.pod_applied(&a, 20);
+        assert!(s.pods_resync_done(Some("a"), 20).is_empty());
+        assert_eq!(s.tracked_pods(), 2);
+        // When a's pod is missing from a's relist, only it ends.
+        s.pods_resync_start(Some("a"));
+        let out = s.pods_resync_done(Some("a"), 30);
+        assert_eq!(s.tracked_pods(), 1);
+        assert!(out.iter().all(|u| u.namespace == "a"), "{out:#?}");
     }
 
     #[test]

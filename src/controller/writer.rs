@@ -207,6 +207,9 @@ impl ReportWriter {
     }
 }
 
+/// Write rounds (a second apart) for what is pending once the channel closed.
+const FLUSH_ROUNDS: u32 = 3;
+
 /// The writer task: coalesces updates per report (the newest status wins,
 /// new violations accumulate), writes them while `leader` is true, and
 /// flushes what is pending when the channel closes.
@@ -221,6 +224,7 @@ pub async fn run(
     let mut pending: BTreeMap<(String, String), Outgoing> = BTreeMap::new();
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     let mut open = true;
+    let mut flush_rounds = 0;
     loop {
         let is_leader = *leader.borrow();
         if is_leader && !pending.is_empty() {
@@ -240,12 +244,22 @@ pub async fn run(
                     }
                 }
             }
-            if !pending.is_empty() && open {
+            if !pending.is_empty() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         if !open {
             if pending.is_empty() || !is_leader {
+                return;
+            }
+            // Shutting down: a few more tries, then give up, so the lease is
+            // released well within the pod's grace period.
+            flush_rounds += 1;
+            if flush_rounds >= FLUSH_ROUNDS {
+                tracing::error!(
+                    unwritten = pending.len(),
+                    "shutting down with reports the API server would not take"
+                );
                 return;
             }
             continue;
@@ -282,7 +296,6 @@ fn enqueue(pending: &mut BTreeMap<(String, String), Outgoing>, mut o: Outgoing) 
         let mut v = old.update.increments.violations;
         v.extend(o.update.increments.violations);
         o.update.increments.violations = v;
-        o.seen_at = old.seen_at;
     }
     pending.insert(key, o);
 }
