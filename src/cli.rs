@@ -258,6 +258,22 @@ async fn live(ns: Option<&str>, name: &str) -> Result<(Vec<Pod>, Vec<Event>), An
     Ok((vec![pod], events.items))
 }
 
+/// Saved output must hold pods as the API served them: a manifest (no
+/// status) or an empty list would give a verdict about nothing.
+fn saved_pods_usable(file: &str, pods: &[Pod]) -> Result<(), AnalyzeError> {
+    if pods.is_empty() {
+        return Err(AnalyzeError::Pod(format!("{file}: holds no pods")));
+    }
+    // (A pod without a spec either gets the engine's own error.)
+    if let Some(p) = pods.iter().find(|p| p.spec.is_some() && p.status.is_none()) {
+        let name = p.metadata.name.as_deref().unwrap_or("<unnamed>");
+        return Err(AnalyzeError::Pod(format!(
+            "{file}: pod {name} has no status: this is a manifest, not `kubectl get pod -o json` output"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `analyze`; returns the analyses and their printed form.
 pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), AnalyzeError> {
     let mut cfg = Config {
@@ -266,7 +282,13 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
     };
     let (pods, events) = match (&args.pod, &args.pod_name) {
         (Some(file), _) => {
+            if file == "-" && args.events.as_deref() == Some("-") {
+                return Err(AnalyzeError::Pod(
+                    "--pod and --events cannot both read standard input".into(),
+                ));
+            }
             let pods = input::pods(shown(file), &read(file)?)?;
+            saved_pods_usable(shown(file), &pods)?;
             let events = match &args.events {
                 Some(f) => input::events(shown(f), &read(f)?)?,
                 None => Vec::new(),

@@ -257,7 +257,18 @@ impl<'a> Judge<'a> {
             return;
         };
         let rule = Rule::AppStartedBeforeSidecarReady;
-        match before(&ma, &tally.first) {
+        // Failing before the app started is not enough: the sidecar may have
+        // become ready in between. It was not ready if the probe still failed
+        // at or after the app's start.
+        let still_failing = match before(&ma, &tally.first) {
+            Before::Yes(by) => Before::Yes(by),
+            Before::Unknown => Before::Unknown,
+            Before::No(_) => match before(&tally.last, &ma) {
+                Before::No(by) => Before::No(by),
+                Before::Yes(_) | Before::Unknown => Before::Unknown,
+            },
+        };
+        match still_failing {
             Before::Yes(by) => self.record(rule, s, a, Outcome::Verified, Some(by)),
             Before::No(by) => {
                 self.record(rule, s, a, Outcome::Violated, Some(by));

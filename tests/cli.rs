@@ -120,6 +120,16 @@ fn bad_input_is_one_line_and_exit_2() {
             "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"p\"}}",
             "nospec.json: pod p has no spec",
         ),
+        (
+            "empty.json",
+            "{\"kind\":\"List\",\"apiVersion\":\"v1\",\"items\":[]}",
+            "empty.json: holds no pods",
+        ),
+        (
+            "manifest.yaml",
+            include_str!("../e2e/examples/02-order.yaml"),
+            "manifest.yaml: pod sidecar-container-order-example has no status: this is a manifest",
+        ),
     ];
     for (name, text, want) in cases {
         let path = dir.join(name);
@@ -134,6 +144,10 @@ fn bad_input_is_one_line_and_exit_2() {
     let out = run(&["analyze", "--pod", "/nonexistent/pod.json"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pod.json: cannot read"));
+    let pod = std::fs::read_to_string(fixture("real-smoke-delete", "pod.json")).unwrap();
+    let out = run(&["analyze", "--pod", "-", "--events", "-"], Some(&pod));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot both read standard input"));
     // Usage errors are exit 2 too.
     assert_eq!(run(&["analyze"], None).status.code(), Some(2));
 }

@@ -95,7 +95,8 @@ fn every_fixture_gets_its_expected_verdict() {
 /// that moved with the clock would be rewritten each time.
 #[test]
 fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rule-sidecar-outlived-app");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rule-sidecar-outlived-app");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     let pods = input::pods("pod.json", &read("pod.json")).unwrap();
     let events = input::events("events.json", &read("events.json")).unwrap();
@@ -108,7 +109,10 @@ fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
     };
     let later = at(4_000_000_000);
     assert!(
-        later.violations.iter().any(|v| v.rule.id() == "sidecar-outlived-app"),
+        later
+            .violations
+            .iter()
+            .any(|v| v.rule.id() == "sidecar-outlived-app"),
         "{later:#?}"
     );
     assert_eq!(at(4_000_000_100), later);
@@ -130,8 +134,53 @@ fn events_of_other_pods_are_counted() {
         .filter(|e| e.involved_object.uid != pods[0].metadata.uid)
         .count();
     assert!(others > 0, "the fixture has no unrelated event");
-    let a = analyze(&pods, &events, &Config::default()).unwrap().remove(0);
+    let a = analyze(&pods, &events, &Config::default())
+        .unwrap()
+        .remove(0);
     let (used, other) = a.events.unwrap();
     assert_eq!(other, others);
     assert!(used > 0 && used + other <= events.len());
+}
+
+/// Readiness failures that all ended before the app started do not prove the
+/// sidecar was still not ready then: Indeterminate, not a violation.
+#[test]
+fn readiness_failures_that_stopped_before_the_app_started_are_no_violation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rule-app-started-before-sidecar-ready");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
+    let mut events: Value = serde_json::from_str(&read("events.json")).unwrap();
+    let judge = |events: &Value| {
+        let events = input::events("events.json", &events.to_string()).unwrap();
+        analyze(&pods, &events, &Config::default())
+            .unwrap()
+            .remove(0)
+            .report
+    };
+    let rule = "app-started-before-sidecar-ready";
+    assert!(
+        judge(&events)
+            .violations
+            .iter()
+            .any(|v| v.rule.id() == rule)
+    );
+    // The app started at 23:46:36; now the probe's failures end at 23:46:33.
+    for e in events["items"].as_array_mut().unwrap() {
+        if e["reason"] == "Unhealthy" {
+            e["lastTimestamp"] = "2025-07-13T23:46:33Z".into();
+            e["count"] = 2.into();
+        }
+    }
+    let r = judge(&events);
+    assert!(r.violations.iter().all(|v| v.rule.id() != rule), "{r:#?}");
+    let check = r
+        .checks
+        .iter()
+        .find(|c| c.rule.id() == rule)
+        .expect("a check");
+    assert_eq!(
+        serde_json::to_value(check.outcome).unwrap(),
+        "Indeterminate"
+    );
 }

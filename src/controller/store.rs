@@ -286,7 +286,10 @@ impl Store {
             .filter(|(_, p)| in_scope(&p.namespace))
             .map(|(uid, _)| uid.clone())
             .collect();
-        for p in unseen.into_iter().filter_map(|uid| self.preloaded.remove(&uid)) {
+        for p in unseen
+            .into_iter()
+            .filter_map(|uid| self.preloaded.remove(&uid))
+        {
             if p.status.pod_ended_at.is_some() {
                 continue;
             }
