@@ -258,38 +258,41 @@ impl<'a> Judge<'a> {
         };
         let rule = Rule::AppStartedBeforeSidecarReady;
         // Failing before the app started is not enough: the sidecar may have
-        // become ready in between. It was not ready if the probe still failed
-        // at or after the app's start.
-        let still_failing = match before(&ma, &tally.first) {
-            Before::Yes(by) => Before::Yes(by),
-            Before::Unknown => Before::Unknown,
-            Before::No(_) => match before(&tally.last, &ma) {
-                Before::No(by) => Before::No(by),
-                Before::Yes(_) | Before::Unknown => Before::Unknown,
-            },
-        };
-        match still_failing {
+        // become ready in between. It was not ready if the probe also still
+        // failed at or after the app's start.
+        match before(&ma, &tally.first) {
             Before::Yes(by) => self.record(rule, s, a, Outcome::Verified, Some(by)),
-            Before::No(by) => {
-                self.record(rule, s, a, Outcome::Violated, Some(by));
-                let msg = format!(
-                    "app container {} started while sidecar {} was not ready (its readiness probe was failing)",
-                    self.name(a),
-                    self.name(s)
-                );
-                let ev = vec![
-                    format!(
-                        "{} readiness probe failed {} times from {}",
-                        self.name(s),
-                        tally.count,
-                        at(&tally.first)
-                    ),
-                    format!("{} started at {}", self.name(a), at(&ma)),
-                    format!("decided by {}", source_name(by)),
-                ];
-                self.violate(rule, &[s, a], msg, ev);
-            }
             Before::Unknown => self.record(rule, s, a, Outcome::Indeterminate, None),
+            Before::No(by_first) => match before(&tally.last, &ma) {
+                Before::Yes(_) | Before::Unknown => {
+                    self.record(rule, s, a, Outcome::Indeterminate, None)
+                }
+                Before::No(by_last) => {
+                    // The finer of the two sources is the one the verdict needed.
+                    self.record(rule, s, a, Outcome::Violated, Some(by_first.max(by_last)));
+                    let msg = format!(
+                        "app container {} started while sidecar {} was not ready (its readiness probe was failing)",
+                        self.name(a),
+                        self.name(s)
+                    );
+                    let ev = vec![
+                        format!(
+                            "{} readiness probe failed {} times from {} to {}",
+                            self.name(s),
+                            tally.count,
+                            at(&tally.first),
+                            at(&tally.last)
+                        ),
+                        format!("{} started at {}", self.name(a), at(&ma)),
+                        format!(
+                            "first failure before the start decided by {}; failing until after it decided by {}",
+                            source_name(by_first),
+                            source_name(by_last)
+                        ),
+                    ];
+                    self.violate(rule, &[s, a], msg, ev);
+                }
+            },
         }
     }
 
