@@ -222,8 +222,9 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
         Duration::from_secs(86400),
         100,
     ));
-    let mut refused = 0;
-    let answer = async {
+    // Refuses every request until the writer (and its client) is gone.
+    let answerer = tokio::spawn(async move {
+        let mut refused = 0;
         while let Some((_, send)) = handle.next_request().await {
             refused += 1;
             send.send_response(
@@ -237,11 +238,13 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
                     .unwrap(),
             );
         }
-    };
-    tokio::select! {
-        r = tokio::time::timeout(Duration::from_secs(20), task) => r.expect("the writer kept retrying").unwrap(),
-        _ = answer => panic!("the mock closed first"),
-    }
+        refused
+    });
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the writer kept retrying")
+        .unwrap();
+    let refused = answerer.await.unwrap();
     assert!(refused >= 2, "only {refused} tries");
     assert!(
         metrics

@@ -136,7 +136,7 @@ impl Metrics {
         for kind in ["pod", "event"] {
             watch_events.with_label_values(&[kind]);
         }
-        for result in ["written", "unchanged", "deleted", "error"] {
+        for result in ["written", "deleted", "error"] {
             report_writes.with_label_values(&[result]);
         }
         Metrics {
