@@ -78,10 +78,20 @@ impl Moment {
 /// them, `None` when nothing does.
 pub fn compare(a: &Moment, b: &Moment) -> Option<(Ordering, Source)> {
     // Whole seconds are exact when both come from the same kind of clock
-    // reading; an event is recorded slightly after what it reports, so across
-    // kinds only a gap of two seconds or more is trusted.
+    // reading. An event is recorded slightly after what it reports: what an
+    // event of second E reports happened before E+1, so it surely precedes a
+    // status time of a later second (a status time S means at or after S).
+    // The other way round the event may lag into the next second, so a status
+    // time precedes an event only two seconds or more before it.
     let gap = a.secs - b.secs;
-    let needed = if a.secs_from == b.secs_from { 1 } else { 2 };
+    let (earlier, later) = if gap < 0 { (a, b) } else { (b, a) };
+    let needed = if a.secs_from == b.secs_from
+        || (earlier.secs_from == SecsFrom::Event && later.secs_from == SecsFrom::Status)
+    {
+        1
+    } else {
+        2
+    };
     if gap.abs() >= needed {
         return Some((gap.cmp(&0), Source::StatusSeconds));
     }
@@ -146,8 +156,24 @@ mod tests {
         let a = Moment::status(10);
         let b = Moment::event(11, None);
         assert_eq!(compare(&a, &b), None);
+        assert_eq!(compare(&b, &a), None);
         let c = Moment::event(12, None);
         assert_eq!(before(&a, &c), Before::Yes(Source::StatusSeconds));
+    }
+
+    #[test]
+    fn an_event_of_an_earlier_second_precedes_a_status_time() {
+        // e2e t06: the startup probe last failed at 20:51:55 (event), the app
+        // started at 20:51:56 (status): the failure came first.
+        let failed = Moment::event(55, None);
+        let started = Moment::status(56);
+        assert_eq!(
+            before(&failed, &started),
+            Before::Yes(Source::StatusSeconds)
+        );
+        assert_eq!(before(&started, &failed), Before::No(Source::StatusSeconds));
+        // Same second: still unknown.
+        assert_eq!(compare(&Moment::event(56, None), &started), None);
     }
 
     #[test]
