@@ -57,8 +57,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# Engine throughput (criterion) and the controller's steady memory per pod.
 bench:
 	$(CARGO) bench --locked --bench engine
+	$(CARGO) bench --locked --bench store_memory
 
 # Fuzz parse + judge for FUZZ_SECONDS (needs nightly-free cargo-fuzz via RUSTC_BOOTSTRAP).
 FUZZ_SECONDS ?= 60

@@ -74,4 +74,5 @@ fn main() {
     );
     println!("per tracked pod:      {per_pod:.0} bytes (budget 2048)");
     assert_eq!(store.tracked_pods(), PODS);
+    assert!(per_pod <= 2048.0, "over the 2 KiB budget: {per_pod:.0} bytes per pod");
 }
