@@ -74,5 +74,8 @@ fn main() {
     );
     println!("per tracked pod:      {per_pod:.0} bytes (budget 2048)");
     assert_eq!(store.tracked_pods(), PODS);
-    assert!(per_pod <= 2048.0, "over the 2 KiB budget: {per_pod:.0} bytes per pod");
+    assert!(
+        per_pod <= 2048.0,
+        "over the 2 KiB budget: {per_pod:.0} bytes per pod"
+    );
 }

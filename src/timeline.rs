@@ -166,9 +166,13 @@ pub fn build(pod: &PodFacts, events: &[EventFact]) -> Timeline {
             }
         }
     }
+    let mut unseen = Vec::new();
     for (i, c) in pod.containers.iter().enumerate() {
         let line = &mut tl.lines[i];
         line.probes.sort_by_key(|p| p.kind);
+        if started_ev[i].is_none() && c.runs.iter().any(|r| r.started.is_some()) {
+            unseen.push(c.name.as_str());
+        }
         let status_first = c.runs.iter().find_map(|r| r.started);
         let ev = started_ev[i];
         line.first_start = match (status_first, ev) {
@@ -199,6 +203,14 @@ pub fn build(pod: &PodFacts, events: &[EventFact]) -> Timeline {
                 })
             });
         }
+    }
+    if !unseen.is_empty() {
+        // A late start of the controller, or saved output without events: the
+        // kubelet's events (probe failures, kills) from before are not known.
+        tl.gaps.push(format!(
+            "no Started event for {}: events expired (the API server keeps them 1 h by default) or were not given; probe failures and kills before are not counted",
+            unseen.join(", ")
+        ));
     }
     tl
 }

@@ -184,3 +184,34 @@ fn readiness_failures_that_stopped_before_the_app_started_are_no_violation() {
         "Indeterminate"
     );
 }
+
+/// Without the kubelet's events (expired, or not saved) the report is
+/// honest about it: Partial, with a gap naming the containers; the
+/// verdicts still come from the pod's status.
+#[test]
+fn missing_events_make_the_evidence_partial() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-smoke-delete");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
+    let events = input::events("events.json", &read("events.json")).unwrap();
+    let evidence = |r: &sidecar_order::report::Report| serde_json::to_value(r.evidence).unwrap();
+    let with = analyze(&pods, &events, &Config::default())
+        .unwrap()
+        .remove(0)
+        .report;
+    assert_eq!(evidence(&with), "Complete", "{:?}", with.gaps);
+    let without = analyze(&pods, &[], &Config::default())
+        .unwrap()
+        .remove(0)
+        .report;
+    assert_eq!(evidence(&without), "Partial");
+    assert!(
+        without
+            .gaps
+            .iter()
+            .any(|g| g.contains("no Started event for first-sidecar, second-sidecar, app")),
+        "{:?}",
+        without.gaps
+    );
+    assert_eq!(without.violations, with.violations);
+}
