@@ -1,6 +1,7 @@
 //! Table-driven: every directory under tests/fixtures holds a pod and its
 //! events as kubectl prints them, and the verdict the engine must reach.
 
+use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
 use sidecar_order::analyze::analyze;
 use sidecar_order::cli::exit_code;
@@ -90,16 +91,27 @@ fn every_fixture_gets_its_expected_verdict() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// A fixture's file, as text.
+fn fixture_text(name: &str, file: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(dir.join(file)).unwrap()
+}
+
+/// A fixture's pods and events, decoded.
+fn fixture(name: &str) -> (Vec<Pod>, Vec<Event>) {
+    let pods = input::pods("pod.json", &fixture_text(name, "pod.json")).unwrap();
+    let events = input::events("events.json", &fixture_text(name, "events.json")).unwrap();
+    (pods, events)
+}
+
 /// A stuck sidecar's report must not change while nothing changes: the
 /// controller re-judges with a later "now" every few seconds, and a status
 /// that moved with the clock would be rewritten each time.
 #[test]
 fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rule-sidecar-outlived-app");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
-    let events = input::events("events.json", &read("events.json")).unwrap();
+    let (pods, events) = fixture("rule-sidecar-outlived-app");
     let at = |now: i64| {
         let cfg = Config {
             now_secs: Some(now),
@@ -125,10 +137,7 @@ fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
 /// says so, so nothing read is silently dropped.
 #[test]
 fn events_of_other_pods_are_counted() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article-order-on-delete");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
-    let events = input::events("events.json", &read("events.json")).unwrap();
+    let (pods, events) = fixture("article-order-on-delete");
     let others = events
         .iter()
         .filter(|e| e.involved_object.uid != pods[0].metadata.uid)
@@ -146,11 +155,12 @@ fn events_of_other_pods_are_counted() {
 /// sidecar was still not ready then: Indeterminate, not a violation.
 #[test]
 fn readiness_failures_that_stopped_before_the_app_started_are_no_violation() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rule-app-started-before-sidecar-ready");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
-    let mut events: Value = serde_json::from_str(&read("events.json")).unwrap();
+    let (pods, _) = fixture("rule-app-started-before-sidecar-ready");
+    let mut events: Value = serde_json::from_str(&fixture_text(
+        "rule-app-started-before-sidecar-ready",
+        "events.json",
+    ))
+    .unwrap();
     let judge = |events: &Value| {
         let events = input::events("events.json", &events.to_string()).unwrap();
         analyze(&pods, &events, &Config::default())
@@ -190,10 +200,7 @@ fn readiness_failures_that_stopped_before_the_app_started_are_no_violation() {
 /// verdicts still come from the pod's status.
 #[test]
 fn missing_events_make_the_evidence_partial() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-smoke-delete");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let pods = input::pods("pod.json", &read("pod.json")).unwrap();
-    let events = input::events("events.json", &read("events.json")).unwrap();
+    let (pods, events) = fixture("real-smoke-delete");
     let evidence = |r: &sidecar_order::report::Report| serde_json::to_value(r.evidence).unwrap();
     let with = analyze(&pods, &events, &Config::default())
         .unwrap()

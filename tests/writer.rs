@@ -141,14 +141,23 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
     );
 }
 
-#[tokio::test]
-async fn only_the_leader_writes_and_pending_writes_are_flushed() {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+/// The writer task on a mocked API server: its input channel, the lease
+/// flag, its metrics and the task, plus the mock's handle.
+struct Running {
+    tx: mpsc::Sender<Outgoing>,
+    lead_tx: watch::Sender<bool>,
+    metrics: Metrics,
+    task: tokio::task::JoinHandle<()>,
+    handle: Handle,
+}
+
+fn start_writer(leader: bool) -> Running {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let metrics = Metrics::new();
     let w = ReportWriter::new(client, metrics.clone(), None);
     let (tx, rx) = mpsc::channel(8);
-    let (lead_tx, lead_rx) = watch::channel(false);
+    let (lead_tx, lead_rx) = watch::channel(leader);
     let task = tokio::spawn(writer::run(
         w,
         rx,
@@ -157,6 +166,24 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
         Duration::from_secs(86400),
         100,
     ));
+    Running {
+        tx,
+        lead_tx,
+        metrics,
+        task,
+        handle,
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_pending_writes_are_flushed() {
+    let Running {
+        tx,
+        lead_tx,
+        metrics,
+        task,
+        mut handle,
+    } = start_writer(false);
     // Two updates of one report while not leader: nothing is written...
     for v in [Verdict::Pending, Verdict::Verified] {
         tx.send(Outgoing {
@@ -201,12 +228,13 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
 /// refuses them all must not keep the controller (and its lease) alive.
 #[tokio::test]
 async fn a_failing_flush_gives_up_after_a_few_rounds() {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(svc, "default");
-    let metrics = Metrics::new();
-    let w = ReportWriter::new(client, metrics.clone(), None);
-    let (tx, rx) = mpsc::channel(8);
-    let (_lead_tx, lead_rx) = watch::channel(true);
+    let Running {
+        tx,
+        lead_tx: _lead_tx,
+        metrics,
+        task,
+        mut handle,
+    } = start_writer(true);
     tx.send(Outgoing {
         update: update(Verdict::Verified, vec![]),
         seen_at: Instant::now(),
@@ -214,14 +242,6 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
     .await
     .unwrap();
     drop(tx);
-    let task = tokio::spawn(writer::run(
-        w,
-        rx,
-        lead_rx,
-        Duration::from_secs(3600),
-        Duration::from_secs(86400),
-        100,
-    ));
     // Refuses every request until the writer (and its client) is gone.
     let answerer = tokio::spawn(async move {
         let mut refused = 0;
