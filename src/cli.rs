@@ -142,7 +142,8 @@ pub struct RunArgs {
     /// How long a report is kept after its pod ended (e.g. 24h, 30m, 90s).
     #[arg(long, env = "SIDECAR_ORDER_REPORT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub report_ttl: std::time::Duration,
-    /// Most reports kept in the cluster; the oldest ended ones go first.
+    /// Most reports kept in the cluster: over it, the reports of the pods that
+    /// ended first are deleted (a running pod's report is never deleted).
     #[arg(long, env = "SIDECAR_ORDER_MAX_REPORTS", default_value_t = 10_000)]
     pub max_reports: usize,
     /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).

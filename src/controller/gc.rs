@@ -1,5 +1,6 @@
 //! Which reports to delete: those whose pod ended longer than the TTL ago,
-//! then, over the cap, the oldest ended ones, then the oldest of all.
+//! then, over the cap, the oldest ended ones. A live pod's report is never
+//! deleted: the controller would not write it again until the pod changes.
 
 /// What the collector needs to know of one stored report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,15 +20,11 @@ pub fn select(entries: &[Entry], now: i64, ttl_secs: i64, max_reports: usize) ->
         .collect();
     let left = entries.len() - doomed.len();
     if left > max_reports {
-        let mut rest: Vec<usize> = (0..entries.len()).filter(|i| !doomed.contains(i)).collect();
-        // Ended reports go first (oldest end first), then the oldest created.
-        rest.sort_by_key(|&i| {
-            (
-                entries[i].ended.is_none(),
-                entries[i].ended,
-                entries[i].created,
-            )
-        });
+        let mut rest: Vec<usize> = (0..entries.len())
+            .filter(|i| entries[*i].ended.is_some() && !doomed.contains(i))
+            .collect();
+        // The oldest end first.
+        rest.sort_by_key(|&i| (entries[i].ended, entries[i].created));
         doomed.extend(rest.into_iter().take(left - max_reports));
     }
     doomed.sort_unstable();
@@ -58,8 +55,8 @@ mod tests {
         assert_eq!(select(&all, 100, 60, 10), vec![1]);
         // Cap 2: after the TTL, the ended one goes before any live one.
         assert_eq!(select(&all, 100, 60, 2), vec![1, 2]);
-        // Cap 1: then the oldest live report.
-        assert_eq!(select(&all, 100, 60, 1), vec![0, 1, 2]);
+        // Cap 1: live reports stay, even over the cap.
+        assert_eq!(select(&all, 100, 60, 1), vec![1, 2]);
         assert!(select(&all, 20, 60, 10).is_empty());
     }
 }
