@@ -376,10 +376,22 @@ impl<'a> Judge<'a> {
             ),
         };
         for &s in &sidecars {
-            if let (Some(f), Some(deadline)) = (lines[s].finish.as_ref(), deadline)
-                && f.killed()
-                && f.at.secs >= deadline.saturating_sub(1)
-            {
+            let (Some(f), Some(deadline)) = (lines[s].finish.as_ref(), deadline) else {
+                continue;
+            };
+            let force_killed = f.killed() && f.at.secs >= deadline.saturating_sub(1);
+            self.record(
+                Rule::SidecarForceKilled,
+                s,
+                s,
+                if force_killed {
+                    Outcome::Violated
+                } else {
+                    Outcome::Verified
+                },
+                Some(Source::StatusSeconds),
+            );
+            if force_killed {
                 let msg = format!(
                     "sidecar {} was killed at the end of the {grace}s grace period; the remaining sidecars were stopped together",
                     self.name(s)
