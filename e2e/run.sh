@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make e2e: the live-cluster end-to-end suite (e2e/tests/e2e.rs).
 #
-#   cluster up (make cluster-up) -> controller image + deploy (make image deploy)
+#   cluster up (make cluster-up) -> node smoke test (make cluster-smoke)
+#   -> controller image + deploy (make image deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
 #   -> scenario 11 (a real Prometheus) alone -> cluster down.
 #
@@ -43,6 +44,8 @@ trap 'exit 130' INT TERM
 
 log "cluster (make cluster-up)"
 make --no-print-directory cluster-up 2>&1 | tee -a "$LOG"
+log "node smoke test: the kubelet stops app, second-sidecar, first-sidecar in that order (make cluster-smoke)"
+make --no-print-directory cluster-smoke 2>&1 | tee -a "$LOG"
 log "controller image and deployment (make image deploy)"
 make --no-print-directory image deploy 2>&1 | tee -a "$LOG"
 KUBECTL=$(make -s --no-print-directory print-kubectl)

@@ -2,7 +2,8 @@
 # Proves the node is real: a pod with two native sidecars and one app container
 # runs, and on deletion the kubelet stops app, then second-sidecar, then
 # first-sidecar (each traps SIGTERM and takes 2 s to exit).
-# Saves the final pod JSON and its events under $STATE/smoke/ and copies them to
+# Saves the final pod JSON and its events under $STATE/smoke/; with
+# SMOKE_SAVE_FIXTURES=1 also copies them to
 # e2e/cluster/fixtures-captured/{smoke-pod.json,smoke-events.json}.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -94,9 +95,11 @@ ev["items"] = [e for e in ev["items"] if e.get("involvedObject", {}).get("uid") 
 json.dump(ev, sys.stdout, indent=2)
 PY
 kc -n $NS patch pod $POD --type=merge -p '{"metadata":{"finalizers":null}}' >>"$SMOKE_LOG" 2>&1 || fail "could not remove finalizer from $POD"
-mkdir -p "$FIX"
-cp "$OUT/smoke-pod.json" "$FIX/smoke-pod.json"
-cp "$OUT/smoke-events.json" "$FIX/smoke-events.json"
+if [[ ${SMOKE_SAVE_FIXTURES:-0} == 1 ]]; then
+  mkdir -p "$FIX"
+  cp "$OUT/smoke-pod.json" "$FIX/smoke-pod.json"
+  cp "$OUT/smoke-events.json" "$FIX/smoke-events.json"
+fi
 
 # The order: app, then second-sidecar, then first-sidecar, each ≥1 s apart (2 s trap sleeps).
 python3 - "$OUT/smoke-pod.json" "$OUT/smoke-events.json" <<'PY' || fail "termination order wrong (pod JSON: $OUT/smoke-pod.json, polls: $OUT/poll.txt)"
@@ -119,4 +122,4 @@ if not ok:
     print("smoke: expected app < second-sidecar < first-sidecar", file=sys.stderr)
     sys.exit(1)
 PY
-log "smoke: PASSED: app stopped before second-sidecar before first-sidecar; fixtures in $FIX"
+log "smoke: PASSED: app stopped before second-sidecar before first-sidecar; pod and events in $OUT"
