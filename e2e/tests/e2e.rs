@@ -105,17 +105,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t01_file1_sidecar_startup_verified_and_kubectl_columns() {
     run("t01-file1", |ctx| async move {
-        let name = name_of(FILE1);
-        let pod = ctx.create_pod(FILE1).await?;
-        let pod_uid = uid(&pod.metadata);
-        ctx.wait_ready(&name).await?;
-        let s = ctx.wait_startup_judged(&pod_uid).await?;
-        ensure!(
-            s.report.startup == Verdict::Verified,
-            "startup is {:?}, want Verified:\n{}",
-            s.report.startup,
-            status_summary(&s)
-        );
+        let (name, pod_uid, s) = ctx.start_verified(FILE1).await?;
         ensure!(
             s.report.shutdown == Verdict::Pending,
             "shutdown of a running pod is {:?}, want Pending",
@@ -234,12 +224,7 @@ async fn t01_file1_sidecar_startup_verified_and_kubectl_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t02_file2_stop_order_survives_the_pod() {
     run("t02-file2", |ctx| async move {
-        let name = name_of(FILE2);
-        let pod = ctx.create_pod(FILE2).await?;
-        let pod_uid = uid(&pod.metadata);
-        ctx.wait_ready(&name).await?;
-        let s = ctx.wait_startup_judged(&pod_uid).await?;
-        ensure!(s.report.startup == Verdict::Verified, "startup is {:?}:\n{}", s.report.startup, status_summary(&s));
+        let (name, pod_uid, s) = ctx.start_verified(FILE2).await?;
         ensure!(s.report.sidecars == 2, "sidecars = {}, want 2", s.report.sidecars);
         let first = started_at(&s, "first-sidecar")?;
         let second = started_at(&s, "second-sidecar")?;
@@ -676,16 +661,7 @@ async fn t07_job_with_sidecar_completes_and_report_outlives_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t08a_prestop_killing_the_sidecar_is_a_violation() {
     run("t08a-prestop", |ctx| async move {
-        let name = name_of(PRESTOP_KILL);
-        let pod = ctx.create_pod(PRESTOP_KILL).await?;
-        let pod_uid = uid(&pod.metadata);
-        ctx.wait_ready(&name).await?;
-        let s = ctx.wait_startup_judged(&pod_uid).await?;
-        ensure!(
-            s.report.startup == Verdict::Verified,
-            "startup is {:?}",
-            s.report.startup
-        );
+        let (name, pod_uid, _) = ctx.start_verified(PRESTOP_KILL).await?;
         ctx.delete_pod(&name).await?;
         ctx.wait_pod_gone(&name, secs(60)).await?;
         let (_, s) = ctx
@@ -801,11 +777,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t08b_app_ignoring_sigterm_gets_the_sidecar_force_killed() {
     run("t08b-forcekill", |ctx| async move {
-        let name = name_of(IGNORES_TERM);
-        let pod = ctx.create_pod(IGNORES_TERM).await?;
-        let pod_uid = uid(&pod.metadata);
-        ctx.wait_ready(&name).await?;
-        ctx.wait_startup_judged(&pod_uid).await?;
+        let (name, pod_uid, _) = ctx.start_verified(IGNORES_TERM).await?;
         ctx.delete_pod(&name).await?;
         ctx.wait_pod_gone(&name, secs(60)).await?;
         let (_, s) = ctx

@@ -355,6 +355,23 @@ impl Ctx {
         .await
     }
 
+    /// Creates the pod, waits until it is Ready and its startup is judged,
+    /// which must be Verified; returns its name, uid and that status.
+    pub async fn start_verified(&self, yaml: &str) -> R<(String, String, ReportStatus)> {
+        let pod = self.create_pod(yaml).await?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pod_uid = uid(&pod.metadata);
+        self.wait_ready(&name).await?;
+        let s = self.wait_startup_judged(&pod_uid).await?;
+        ensure!(
+            s.report.startup == Verdict::Verified,
+            "startup is {:?}, want Verified:\n{}",
+            s.report.startup,
+            status_summary(&s)
+        );
+        Ok((name, pod_uid, s))
+    }
+
     /// Waits for the first verdict of each phase to be decided (not Pending).
     pub async fn wait_startup_judged(&self, pod_uid: &str) -> R<ReportStatus> {
         Ok(self
