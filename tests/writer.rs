@@ -189,6 +189,7 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
         tx.send(Outgoing {
             update: update(v, vec![]),
             seen_at: Instant::now(),
+            from_standby: true,
         })
         .await
         .unwrap();
@@ -207,6 +208,7 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
     tx.send(Outgoing {
         update: update(Verdict::Violated, vec![]),
         seen_at: Instant::now(),
+        from_standby: false,
     })
     .await
     .unwrap();
@@ -238,6 +240,7 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
     tx.send(Outgoing {
         update: update(Verdict::Verified, vec![]),
         seen_at: Instant::now(),
+        from_standby: false,
     })
     .await
     .unwrap();
@@ -271,4 +274,108 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
             .render()
             .contains("sidecar_order_report_writes_total{result=\"error\"}")
     );
+}
+
+/// A standby that wins the lease writes what it queued, but does not
+/// announce again the violations the old leader's report already lists.
+#[tokio::test]
+async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
+    let Running {
+        tx,
+        lead_tx,
+        task,
+        mut handle,
+        ..
+    } = start_writer(false);
+    tx.send(Outgoing {
+        update: update(Verdict::Violated, vec![violation()]),
+        seen_at: Instant::now(),
+        from_standby: true,
+    })
+    .await
+    .unwrap();
+    lead_tx.send(true).unwrap();
+    // It reads the stored report first: the old leader wrote the violation.
+    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("a GET of the report")
+        .unwrap();
+    assert_eq!(req.method().as_str(), "GET");
+    assert!(req.uri().to_string().starts_with(REPORT), "{}", req.uri());
+    let stored = update(Verdict::Violated, vec![violation()]);
+    let body = json!({
+        "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+        "metadata": {"name": "web-1b2c3d4e", "namespace": "shop"},
+        "spec": stored.spec, "status": stored.status,
+    });
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
+    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    assert_eq!(st["status"]["violationCount"], 1);
+    // No Warning Event: the old leader recorded it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
+            .await
+            .is_err(),
+        "an Event was recorded again"
+    );
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The same, when the old leader had not written the violation yet: the new
+/// leader announces it.
+#[tokio::test]
+async fn a_new_leader_announces_what_the_report_lacks() {
+    let Running {
+        tx,
+        lead_tx,
+        task,
+        mut handle,
+        ..
+    } = start_writer(false);
+    tx.send(Outgoing {
+        update: update(Verdict::Violated, vec![violation()]),
+        seen_at: Instant::now(),
+        from_standby: true,
+    })
+    .await
+    .unwrap();
+    lead_tx.send(true).unwrap();
+    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .expect("a GET of the report")
+        .unwrap();
+    assert_eq!(req.method().as_str(), "GET");
+    send.send_response(
+        Response::builder()
+            .status(404)
+            .body(Body::from(
+                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "NotFound", "code": 404}))
+                .unwrap(),
+            ))
+            .unwrap(),
+    );
+    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
+    expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    let ev = expect(
+        &mut handle,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+    )
+    .await;
+    assert_eq!(ev["reason"], "SidecarOrderViolation");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

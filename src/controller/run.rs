@@ -292,7 +292,12 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             if is_leader {
                 metrics.count(&update);
             }
-            if tx.send(Outgoing { update, seen_at }).await.is_err() {
+            let out = Outgoing {
+                update,
+                seen_at,
+                from_standby: !is_leader,
+            };
+            if tx.send(out).await.is_err() {
                 break;
             }
         }

@@ -55,6 +55,9 @@ impl WriteError {
 pub struct Outgoing {
     pub update: Update,
     pub seen_at: Instant,
+    /// Made while another replica held the lease: that one may have
+    /// announced its violations already.
+    pub from_standby: bool,
 }
 
 pub struct ReportWriter {
@@ -109,6 +112,32 @@ impl ReportWriter {
         api.patch_status(&u.report_name, &pp, &Patch::Apply(&status))
             .await
             .map_err(err)?;
+        Ok(())
+    }
+
+    /// Drops the violations the stored report already lists: whoever wrote
+    /// it (the leader, while this replica was standby) announced them.
+    pub async fn drop_announced(&self, u: &mut Update) -> Result<(), WriteError> {
+        if u.increments.violations.is_empty() {
+            return Ok(());
+        }
+        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), &u.namespace);
+        let stored = api
+            .get_opt(&u.report_name)
+            .await
+            .map_err(|source| WriteError::Apply {
+                namespace: u.namespace.clone(),
+                name: u.report_name.clone(),
+                source,
+            })?;
+        if let Some(status) = stored.and_then(|r| r.status) {
+            let known = &status.report.violations;
+            u.increments.violations.retain(|v| {
+                !known
+                    .iter()
+                    .any(|k| k.rule == v.rule && k.containers == v.containers)
+            });
+        }
         Ok(())
     }
 
@@ -222,6 +251,8 @@ pub async fn run(
     max_reports: usize,
 ) {
     let mut pending: BTreeMap<(String, String), Outgoing> = BTreeMap::new();
+    // Reports with updates queued while another replica led.
+    let mut from_standby: HashSet<(String, String)> = HashSet::new();
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     let mut open = true;
     let mut flush_rounds = 0;
@@ -230,8 +261,18 @@ pub async fn run(
         if is_leader && !pending.is_empty() {
             let keys: Vec<_> = pending.keys().cloned().collect();
             for k in keys {
-                let o = pending.remove(&k).expect("present");
-                if let Err(e) = writer.write(&o).await {
+                let mut o = pending.remove(&k).expect("present");
+                let mut result = Ok(());
+                if from_standby.contains(&k) {
+                    result = writer.drop_announced(&mut o.update).await;
+                    if result.is_ok() {
+                        from_standby.remove(&k);
+                    }
+                }
+                if result.is_ok() {
+                    result = writer.write(&o).await;
+                }
+                if let Err(e) = result {
                     writer
                         .metrics
                         .report_writes
@@ -266,7 +307,7 @@ pub async fn run(
         }
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(o) => enqueue(&mut pending, o),
+                Some(o) => enqueue(&mut pending, &mut from_standby, o),
                 None => open = false,
             },
             changed = leader.changed() => {
@@ -285,13 +326,20 @@ pub async fn run(
             }
         }
         while let Ok(o) = rx.try_recv() {
-            enqueue(&mut pending, o);
+            enqueue(&mut pending, &mut from_standby, o);
         }
     }
 }
 
-fn enqueue(pending: &mut BTreeMap<(String, String), Outgoing>, mut o: Outgoing) {
+fn enqueue(
+    pending: &mut BTreeMap<(String, String), Outgoing>,
+    from_standby: &mut HashSet<(String, String)>,
+    mut o: Outgoing,
+) {
     let key = (o.update.namespace.clone(), o.update.report_name.clone());
+    if o.from_standby {
+        from_standby.insert(key.clone());
+    }
     if let Some(old) = pending.remove(&key) {
         let mut v = old.update.increments.violations;
         v.extend(o.update.increments.violations);
