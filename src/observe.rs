@@ -9,7 +9,9 @@ use crate::model::{
     Role, Run, StateKind,
 };
 use crate::time::Moment;
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Event, Pod};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStateTerminated, ContainerStatus, Event, Pod,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Why a Pod cannot be judged at all.
@@ -50,6 +52,22 @@ fn declares(c: &Container) -> Declares {
     }
 }
 
+/// A run that has terminated (`lastState` or `state`).
+fn ended_run(
+    term: &ContainerStateTerminated,
+    current: bool,
+    note: &mut impl FnMut(&Option<Time>) -> Option<Moment>,
+) -> Run {
+    Run {
+        started: note(&term.started_at),
+        finished: note(&term.finished_at),
+        exit_code: Some(term.exit_code),
+        signal: term.signal,
+        reason: term.reason.clone(),
+        current,
+    }
+}
+
 /// Reads the runs of one container status (lastState first, then state).
 fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) {
     let mut runs = Vec::with_capacity(2);
@@ -65,14 +83,7 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
         .as_ref()
         .and_then(|s| s.terminated.as_ref())
     {
-        runs.push(Run {
-            started: note(&term.started_at),
-            finished: note(&term.finished_at),
-            exit_code: Some(term.exit_code),
-            signal: term.signal,
-            reason: term.reason.clone(),
-            current: false,
-        });
+        runs.push(ended_run(term, false, &mut note));
     }
     let mut kind = StateKind::Unknown;
     if let Some(state) = status.state.as_ref() {
@@ -88,14 +99,7 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
             });
         } else if let Some(term) = state.terminated.as_ref() {
             kind = StateKind::Terminated;
-            runs.push(Run {
-                started: note(&term.started_at),
-                finished: note(&term.finished_at),
-                exit_code: Some(term.exit_code),
-                signal: term.signal,
-                reason: term.reason.clone(),
-                current: true,
-            });
+            runs.push(ended_run(term, true, &mut note));
         } else if state.waiting.is_some() {
             kind = StateKind::Waiting;
         }

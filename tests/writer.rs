@@ -250,16 +250,7 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
         let mut refused = 0;
         while let Some((_, send)) = handle.next_request().await {
             refused += 1;
-            send.send_response(
-                Response::builder()
-                    .status(500)
-                    .body(Body::from(
-                        serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
-                            "status": "Failure", "message": "etcd is down", "reason": "InternalError", "code": 500}))
-                        .unwrap(),
-                    ))
-                    .unwrap(),
-            );
+            send.send_response(status_reply(500, "InternalError"));
         }
         refused
     });
@@ -276,106 +267,90 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
     );
 }
 
-/// A standby that wins the lease writes what it queued, but does not
-/// announce again the violations the old leader's report already lists.
-#[tokio::test]
-async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
-    let Running {
-        tx,
-        lead_tx,
-        task,
-        mut handle,
-        ..
-    } = start_writer(false);
-    tx.send(Outgoing {
+/// A `Status` error reply, as the API server sends it.
+fn status_reply(code: u16, reason: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": reason, "reason": reason, "code": code});
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// A standby queues an update with a new violation, then wins the lease; the
+/// mock answers its GET of the report with `stored` (404 when None).
+async fn handover(stored: Option<Update>) -> Running {
+    let mut r = start_writer(false);
+    r.tx.send(Outgoing {
         update: update(Verdict::Violated, vec![violation()]),
         seen_at: Instant::now(),
         from_standby: true,
     })
     .await
     .unwrap();
-    lead_tx.send(true).unwrap();
-    // It reads the stored report first: the old leader wrote the violation.
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+    r.lead_tx.send(true).unwrap();
+    let (req, send) = tokio::time::timeout(Duration::from_secs(5), r.handle.next_request())
         .await
         .expect("a GET of the report")
         .unwrap();
     assert_eq!(req.method().as_str(), "GET");
     assert!(req.uri().to_string().starts_with(REPORT), "{}", req.uri());
-    let stored = update(Verdict::Violated, vec![violation()]);
-    let body = json!({
-        "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
-        "metadata": {"name": "web-1b2c3d4e", "namespace": "shop"},
-        "spec": stored.spec, "status": stored.status,
+    send.send_response(match stored {
+        Some(u) => {
+            let body = json!({
+                "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+                "metadata": {"name": "web-1b2c3d4e", "namespace": "shop"},
+                "spec": u.spec, "status": u.status,
+            });
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap()
+        }
+        None => status_reply(404, "NotFound"),
     });
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
-    );
-    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
-    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    r
+}
+
+/// Closes the writer's channel and waits for the task to end.
+async fn stop(r: Running) {
+    drop(r.tx);
+    tokio::time::timeout(Duration::from_secs(5), r.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A standby that wins the lease writes what it queued, but does not
+/// announce again the violations the old leader's report already lists.
+#[tokio::test]
+async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
+    let mut r = handover(Some(update(Verdict::Violated, vec![violation()]))).await;
+    expect(&mut r.handle, "PATCH", &format!("{REPORT}?")).await;
+    let st = expect(&mut r.handle, "PATCH", &format!("{REPORT}/status?")).await;
     assert_eq!(st["status"]["violationCount"], 1);
     // No Warning Event: the old leader recorded it.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
+        tokio::time::timeout(Duration::from_millis(300), r.handle.next_request())
             .await
             .is_err(),
         "an Event was recorded again"
     );
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(r).await;
 }
 
 /// The same, when the old leader had not written the violation yet: the new
 /// leader announces it.
 #[tokio::test]
 async fn a_new_leader_announces_what_the_report_lacks() {
-    let Running {
-        tx,
-        lead_tx,
-        task,
-        mut handle,
-        ..
-    } = start_writer(false);
-    tx.send(Outgoing {
-        update: update(Verdict::Violated, vec![violation()]),
-        seen_at: Instant::now(),
-        from_standby: true,
-    })
-    .await
-    .unwrap();
-    lead_tx.send(true).unwrap();
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("a GET of the report")
-        .unwrap();
-    assert_eq!(req.method().as_str(), "GET");
-    send.send_response(
-        Response::builder()
-            .status(404)
-            .body(Body::from(
-                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
-                    "status": "Failure", "reason": "NotFound", "code": 404}))
-                .unwrap(),
-            ))
-            .unwrap(),
-    );
-    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
-    expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    let mut r = handover(None).await;
+    expect(&mut r.handle, "PATCH", &format!("{REPORT}?")).await;
+    expect(&mut r.handle, "PATCH", &format!("{REPORT}/status?")).await;
     let ev = expect(
-        &mut handle,
+        &mut r.handle,
         "POST",
         "/apis/events.k8s.io/v1/namespaces/shop/events",
     )
     .await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(r).await;
 }

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use sidecar_order::crd::{ReportStatus, SidecarOrderReport};
-use sidecar_order::report::{Severity, Verdict};
+use sidecar_order::report::{ContainerReport, Severity, Verdict};
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 use std::future::Future;
@@ -446,28 +446,30 @@ pub fn error_violations(s: &ReportStatus) -> Vec<String> {
         .collect()
 }
 
-pub fn finished_at(s: &ReportStatus, container: &str) -> R<i64> {
+/// One of a report's time fields of a container, as unix seconds.
+fn container_time(
+    s: &ReportStatus,
+    container: &str,
+    field: &str,
+    get: impl Fn(&ContainerReport) -> Option<&str>,
+) -> R<i64> {
     let c = s
         .report
         .containers
         .iter()
         .find(|c| c.name == container)
         .ok_or_else(|| format!("container {container} is not in the report"))?;
-    ts(c.finished_at
-        .as_deref()
-        .ok_or_else(|| format!("container {container} has no finishedAt in the report"))?)
+    ts(get(c).ok_or_else(|| format!("container {container} has no {field} in the report"))?)
+}
+
+pub fn finished_at(s: &ReportStatus, container: &str) -> R<i64> {
+    container_time(s, container, "finishedAt", |c| c.finished_at.as_deref())
 }
 
 pub fn started_at(s: &ReportStatus, container: &str) -> R<i64> {
-    let c = s
-        .report
-        .containers
-        .iter()
-        .find(|c| c.name == container)
-        .ok_or_else(|| format!("container {container} is not in the report"))?;
-    ts(c.first_started_at
-        .as_deref()
-        .ok_or_else(|| format!("container {container} has no firstStartedAt in the report"))?)
+    container_time(s, container, "firstStartedAt", |c| {
+        c.first_started_at.as_deref()
+    })
 }
 
 // ---------------------------------------------------------------- running a test

@@ -251,8 +251,6 @@ pub async fn run(
     max_reports: usize,
 ) {
     let mut pending: BTreeMap<(String, String), Outgoing> = BTreeMap::new();
-    // Reports with updates queued while another replica led.
-    let mut from_standby: HashSet<(String, String)> = HashSet::new();
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
     let mut open = true;
     let mut flush_rounds = 0;
@@ -263,11 +261,9 @@ pub async fn run(
             for k in keys {
                 let mut o = pending.remove(&k).expect("present");
                 let mut result = Ok(());
-                if from_standby.contains(&k) {
+                if o.from_standby {
                     result = writer.drop_announced(&mut o.update).await;
-                    if result.is_ok() {
-                        from_standby.remove(&k);
-                    }
+                    o.from_standby = result.is_err();
                 }
                 if result.is_ok() {
                     result = writer.write(&o).await;
@@ -307,7 +303,7 @@ pub async fn run(
         }
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(o) => enqueue(&mut pending, &mut from_standby, o),
+                Some(o) => enqueue(&mut pending, o),
                 None => open = false,
             },
             changed = leader.changed() => {
@@ -326,24 +322,19 @@ pub async fn run(
             }
         }
         while let Ok(o) = rx.try_recv() {
-            enqueue(&mut pending, &mut from_standby, o);
+            enqueue(&mut pending, o);
         }
     }
 }
 
-fn enqueue(
-    pending: &mut BTreeMap<(String, String), Outgoing>,
-    from_standby: &mut HashSet<(String, String)>,
-    mut o: Outgoing,
-) {
+fn enqueue(pending: &mut BTreeMap<(String, String), Outgoing>, mut o: Outgoing) {
     let key = (o.update.namespace.clone(), o.update.report_name.clone());
-    if o.from_standby {
-        from_standby.insert(key.clone());
-    }
     if let Some(old) = pending.remove(&key) {
         let mut v = old.update.increments.violations;
         v.extend(o.update.increments.violations);
         o.update.increments.violations = v;
+        // Violations queued as standby keep needing the check.
+        o.from_standby |= old.from_standby;
     }
     pending.insert(key, o);
 }
