@@ -1,7 +1,11 @@
 //! Pods and their Events, as the API serves them -> one report per pod.
+//!
+//! Several versions of one pod (same uid, e.g. `kubectl get pod -w -o json`
+//! output) are merged in the order given, as the controller merges what its
+//! watch sees: the same history, judged by the same engine.
 
-use crate::judge::{Config, judge};
-use crate::model::EventFact;
+use crate::engine::history::History;
+use crate::judge::{Config, judge_history};
 use crate::observe::{EventFit, PodError, event_fact, pod_facts};
 use crate::report::Report;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -19,25 +23,41 @@ pub struct Analysis {
 
 /// Judges every pod against the events that concern it.
 pub fn analyze(pods: &[Pod], events: &[Event], cfg: &Config) -> Result<Vec<Analysis>, PodError> {
-    pods.iter()
-        .map(|pod| {
-            let facts = pod_facts(pod)?;
-            let mut used: Vec<EventFact> = Vec::new();
+    let mut histories: Vec<History> = Vec::new();
+    for pod in pods {
+        let facts = pod_facts(pod)?;
+        let same = histories.iter_mut().find(|h| {
+            h.pod.namespace == facts.namespace
+                && h.pod.name == facts.name
+                && h.pod.uid == facts.uid
+        });
+        match same {
+            Some(h) => h.observe(facts),
+            None => histories.push(History::new(facts)),
+        }
+    }
+    Ok(histories
+        .into_iter()
+        .map(|mut h| {
+            let mut used = 0;
             let mut other = 0;
             for ev in events {
-                match event_fact(&facts, ev) {
-                    EventFit::Used(f) => used.push(f),
+                match event_fact(&h.pod, ev) {
+                    EventFit::Used(f) => {
+                        used += 1;
+                        h.add_event(f);
+                    }
                     EventFit::Unused => {}
                     EventFit::OtherObject => other += 1,
                 }
             }
-            let report = judge(&facts, &used, cfg);
-            Ok(Analysis {
-                namespace: facts.namespace,
-                name: facts.name,
-                events: Some((used.len(), other)),
+            let report = judge_history(&h, cfg, None);
+            Analysis {
+                namespace: h.pod.namespace.clone(),
+                name: h.pod.name.clone(),
+                events: Some((used, other)),
                 report,
-            })
+            }
         })
-        .collect()
+        .collect())
 }

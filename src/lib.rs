@@ -2,7 +2,9 @@
 //! the order the kubelet promises.
 //!
 //! Data flows one way: `input` (saved kubectl output) or the controller's
-//! watches -> `observe` (compact facts) -> `timeline` -> `judge` -> `report`.
+//! watches -> `observe` (compact facts) -> `engine::history` (merged
+//! observations) -> `engine::view` (generations, runs) -> `rules` (one
+//! module per rule) -> `judge` -> `report`.
 //! Everything up to `report` is sans-IO: plain data in, plain data out, no
 //! client and no clock.
 
@@ -10,11 +12,12 @@ pub mod analyze;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod engine;
 pub mod input;
 pub mod judge;
 pub mod model;
 pub mod observe;
 pub mod render;
 pub mod report;
+pub mod rules;
 pub mod time;
-pub mod timeline;

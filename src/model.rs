@@ -70,6 +70,16 @@ pub struct Run {
     pub reason: Option<String>,
     /// The run the status calls current (`state`), not `lastState`.
     pub current: bool,
+    /// In the newest status (`state` or `lastState`); false for a run only an
+    /// earlier observation showed (the controller keeps those).
+    pub in_status: bool,
+}
+
+impl Run {
+    /// Ended by SIGKILL (exit 137 or signal 9).
+    pub fn killed(&self) -> bool {
+        self.exit_code == Some(137) || self.signal == Some(9)
+    }
 }
 
 /// A container's current state, as much as the engine needs.
@@ -94,7 +104,8 @@ pub struct ContainerFacts {
     pub restarts: u32,
     pub started: Option<bool>,
     pub ready: bool,
-    /// At most two runs (`lastState` and `state`), oldest first.
+    /// Known runs, oldest first: `lastState` and `state` of the status, and
+    /// (in the controller's history) older runs earlier statuses showed.
     pub runs: Vec<Run>,
 }
 
@@ -120,6 +131,9 @@ pub struct PodFacts {
     pub gone: bool,
     /// Has a `status` at all.
     pub has_status: bool,
+    /// When the current pod sandbox became ready: `lastTransitionTime` of the
+    /// `PodReadyToStartContainers` condition while it is True (kubelet 1.29+).
+    pub sandbox_ready: Option<Moment>,
     pub containers: Vec<ContainerFacts>,
     /// The latest time any field of the pod mentions: a lower bound of "now"
     /// for saved output.
@@ -153,9 +167,20 @@ pub enum EventReason {
     FailedPostStartHook,
     FailedPreStopHook,
     ExceededGracePeriod,
+    /// The pod's sandbox was re-created (node reboot, runtime restart): a new
+    /// generation of the pod's containers begins.
+    SandboxChanged,
 }
 
 impl EventReason {
+    /// Reasons about the pod as a whole (no container field path).
+    pub fn pod_level(self) -> bool {
+        matches!(
+            self,
+            EventReason::ExceededGracePeriod | EventReason::SandboxChanged
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "Started" => EventReason::Started,
@@ -165,6 +190,7 @@ impl EventReason {
             "FailedPostStartHook" => EventReason::FailedPostStartHook,
             "FailedPreStopHook" => EventReason::FailedPreStopHook,
             "ExceededGracePeriod" => EventReason::ExceededGracePeriod,
+            "SandboxChanged" => EventReason::SandboxChanged,
             _ => return None,
         })
     }

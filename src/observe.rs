@@ -65,6 +65,7 @@ fn ended_run(
         signal: term.signal,
         reason: term.reason.clone(),
         current,
+        in_status: true,
     }
 }
 
@@ -96,6 +97,7 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
                 signal: None,
                 reason: None,
                 current: true,
+                in_status: true,
             });
         } else if let Some(term) = state.terminated.as_ref() {
             kind = StateKind::Terminated;
@@ -169,10 +171,14 @@ pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
             });
         }
     }
+    let mut sandbox_ready = None;
     if let Some(conds) = status.and_then(|s| s.conditions.as_ref()) {
         for c in conds {
             if let Some(t) = &c.last_transition_time {
                 latest = latest.max(secs(t));
+                if c.type_ == "PodReadyToStartContainers" && c.status == "True" {
+                    sandbox_ready = Some(Moment::status(secs(t)));
+                }
             }
         }
     }
@@ -193,6 +199,7 @@ pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
         finished_phase: matches!(phase, Some("Succeeded" | "Failed")),
         gone: false,
         has_status: status.is_some(),
+        sandbox_ready,
         containers,
         latest_secs: latest,
     })
@@ -286,7 +293,7 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
         .as_deref()
         .and_then(field_path)
         .and_then(|(init, name)| pod.container_index(init, name));
-    if container.is_none() && reason != EventReason::ExceededGracePeriod {
+    if container.is_none() && !reason.pod_level() {
         return EventFit::Unused;
     }
     let micro = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime| {

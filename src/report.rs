@@ -19,6 +19,9 @@ pub enum Verdict {
     Violated,
     /// No violation, but some check could not be decided from the input.
     Indeterminate,
+    /// The phase happened but no rule applied to it (e.g. a pod deleted
+    /// before any app container started has no startup order to judge).
+    NotApplicable,
 }
 
 #[derive(
@@ -67,20 +70,17 @@ impl Rule {
         }
     }
 
+    /// The rule's definition (severity, phase, documentation, check).
+    pub fn def(self) -> &'static crate::rules::RuleDef {
+        crate::rules::def(self)
+    }
+
     pub fn severity(self) -> Severity {
-        match self {
-            Rule::AppStartedBeforeSidecarReady | Rule::SidecarForceKilled => Severity::Warning,
-            _ => Severity::Error,
-        }
+        self.def().severity
     }
 
     pub fn phase(self) -> Phase {
-        match self {
-            Rule::SidecarStartOrder
-            | Rule::AppStartedBeforeSidecar
-            | Rule::AppStartedBeforeSidecarReady => Phase::Startup,
-            _ => Phase::Shutdown,
-        }
+        self.def().phase
     }
 }
 
@@ -106,6 +106,15 @@ pub enum Outcome {
     Verified,
     Violated,
     Indeterminate,
+    /// The rule's preconditions did not hold (`why` says which).
+    NotApplicable,
+}
+
+impl Outcome {
+    /// Verified or Violated.
+    pub fn decided(self) -> bool {
+        matches!(self, Outcome::Verified | Outcome::Violated)
+    }
 }
 
 /// One ordering decision and the source that made it.
@@ -118,6 +127,13 @@ pub struct Check {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Source>,
+    /// The moment judged (the start or end of the later container's run):
+    /// with the rule and containers, identifies the check across re-judging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Why it is not applicable or could not be decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -83,7 +83,7 @@ pub fn compare(a: &Moment, b: &Moment) -> Option<(Ordering, Source)> {
     // status time of a later second (a status time S means at or after S).
     // The other way round the event may lag into the next second, so a status
     // time precedes an event only two seconds or more before it.
-    let gap = a.secs - b.secs;
+    let gap = a.secs.saturating_sub(b.secs);
     let (earlier, later) = if gap < 0 { (a, b) } else { (b, a) };
     let needed = if a.secs_from == b.secs_from
         || (earlier.secs_from == SecsFrom::Event && later.secs_from == SecsFrom::Status)
@@ -92,7 +92,7 @@ pub fn compare(a: &Moment, b: &Moment) -> Option<(Ordering, Source)> {
     } else {
         2
     };
-    if gap.abs() >= needed {
+    if gap.saturating_abs() >= needed {
         return Some((gap.cmp(&0), Source::StatusSeconds));
     }
     if let (Some(x), Some(y)) = (a.nanos, b.nanos)

@@ -1,0 +1,194 @@
+//! One pod's history: every observation of the pod and of its kubelet events,
+//! merged into one value that the rules judge.
+//!
+//! `analyze` builds it from what it is given (one pod version, or several in
+//! watch order, and the events); the controller's index feeds it each watch
+//! event. Both then judge the same thing, so they reach the same verdict.
+//! Merging a newer observation keeps what the newest status no longer shows:
+//! older runs, the order in which transitions appeared (the watch-order time
+//! source), the grace period of a shutdown, and status resets (a re-created
+//! sandbox).
+
+use crate::model::{EventFact, PodFacts, Run, StateKind};
+use crate::time::Moment;
+
+/// Distinct event objects kept per pod; more are dropped and reported as a gap.
+pub const MAX_EVENTS: usize = 128;
+/// Runs kept per container (the newest); older ones are dropped.
+pub const MAX_RUNS: usize = 6;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// The newest observation of the pod; each container's `runs` also hold
+    /// the runs earlier observations showed (`in_status: false`).
+    pub pod: PodFacts,
+    /// The newest version of each event object about the pod.
+    pub events: Vec<EventFact>,
+    /// More than `MAX_EVENTS` event objects were offered.
+    pub events_dropped: bool,
+    /// Sandbox re-creations seen as a reset of container statuses between two
+    /// observations: the earliest start the new statuses showed.
+    pub resets: Vec<Moment>,
+    reset_pending: bool,
+    seq: u64,
+}
+
+impl History {
+    pub fn new(pod: PodFacts) -> History {
+        History {
+            pod,
+            events: Vec::new(),
+            events_dropped: false,
+            resets: Vec::new(),
+            reset_pending: false,
+            seq: 0,
+        }
+    }
+
+    /// A history from one observation of the pod and a set of events.
+    pub fn of(pod: PodFacts, events: &[EventFact]) -> History {
+        let mut h = History::new(pod);
+        for e in events {
+            h.add_event(e.clone());
+        }
+        h
+    }
+
+    /// Merges a newer observation of the same pod.
+    pub fn observe(&mut self, mut new: PodFacts) {
+        self.seq += 1;
+        let seq = self.seq;
+        keep_shutdown_deadline(&self.pod, &mut new);
+        let mut reset = false;
+        let mut unseen_start: Option<Moment> = None;
+        for c in new.containers.iter_mut() {
+            let Some(prev) = self
+                .pod
+                .containers
+                .iter()
+                .find(|o| o.name == c.name && o.role == c.role)
+            else {
+                continue;
+            };
+            reset |= c.restarts < prev.restarts;
+            for run in c.runs.iter_mut() {
+                let same = prev.runs.iter().find(|p| same_run(p, run));
+                match same {
+                    Some(p) => {
+                        if let (Some(m), Some(s)) = (run.started.as_mut(), p.started) {
+                            m.seen = s.seen;
+                            m.nanos = m.nanos.or(s.nanos);
+                        }
+                        if let Some(m) = run.finished.as_mut() {
+                            m.seen = p.finished.map_or(Some(seq), |f| f.seen);
+                        }
+                    }
+                    None => {
+                        if let Some(m) = run.started.as_mut() {
+                            m.seen = Some(seq);
+                            if unseen_start.is_none_or(|u| m.sort_key() < u.sort_key()) {
+                                unseen_start = Some(*m);
+                            }
+                        }
+                        if let Some(m) = run.finished.as_mut() {
+                            m.seen = Some(seq);
+                        }
+                    }
+                }
+            }
+            // Runs the newest status no longer shows stay known.
+            let mut older: Vec<Run> = prev
+                .runs
+                .iter()
+                .filter(|p| !c.runs.iter().any(|r| same_run(p, r)))
+                .cloned()
+                .map(|mut r| {
+                    r.in_status = false;
+                    r.current = false;
+                    r
+                })
+                .collect();
+            if !older.is_empty() {
+                older.append(&mut c.runs);
+                older.sort_by_key(|r| r.started.map(|m| m.sort_key()));
+                let excess = older.len().saturating_sub(MAX_RUNS);
+                older.drain(..excess);
+                c.runs = older;
+            }
+        }
+        if reset {
+            self.reset_pending = true;
+        }
+        if self.reset_pending && let Some(m) = unseen_start {
+            self.resets.push(m);
+            self.reset_pending = false;
+        }
+        self.pod = new;
+    }
+
+    /// Adds (or updates) an event object; false when it changed nothing.
+    pub fn add_event(&mut self, fact: EventFact) -> bool {
+        match self.events.iter().position(|e| e.key == fact.key) {
+            Some(i) if self.events[i] == fact => false,
+            Some(i) => {
+                if newer(&fact, &self.events[i]) {
+                    self.events[i] = fact;
+                    true
+                } else {
+                    false
+                }
+            }
+            None if self.events.len() >= MAX_EVENTS => {
+                let changed = !self.events_dropped;
+                self.events_dropped = true;
+                changed
+            }
+            None => {
+                self.events.push(fact);
+                true
+            }
+        }
+    }
+
+    /// Whether the container's current state is running.
+    pub fn running(&self, i: usize) -> bool {
+        self.pod.containers[i].state == StateKind::Running
+    }
+}
+
+/// The same run in two observations: the same start second.
+fn same_run(a: &Run, b: &Run) -> bool {
+    a.started.is_some() && a.started.map(|m| m.secs) == b.started.map(|m| m.secs)
+}
+
+/// Orders two versions of the same event object: the later update wins.
+fn newer(a: &EventFact, b: &EventFact) -> bool {
+    // A total order over every field, so a tie never depends on arrival order.
+    let m = |m: &Moment| (m.secs, m.nanos, m.seen, m.secs_from);
+    let key = |e: &EventFact| {
+        (
+            e.count,
+            m(&e.last),
+            m(&e.first),
+            e.reason,
+            e.container,
+            e.probe,
+        )
+    };
+    key(a) > key(b)
+}
+
+/// Once every container has stopped, the kubelet deletes the pod for good
+/// with a grace period of 0, which rewrites `deletionTimestamp` and
+/// `deletionGracePeriodSeconds`: the deadline that governed the shutdown is
+/// the one seen before. (A forced delete of running containers is not this:
+/// its grace of 0 is the real one.)
+fn keep_shutdown_deadline(old: &PodFacts, new: &mut PodFacts) {
+    if let (Some(before), Some(now)) = (old.deletion, new.deletion)
+        && now.grace_secs == 0
+        && before.grace_secs > 0
+        && new.containers.iter().all(|c| c.state != StateKind::Running)
+    {
+        new.deletion = Some(before);
+    }
+}

@@ -1,0 +1,108 @@
+//! `app-started-before-sidecar`: app containers start only after every
+//! sidecar passed its gate (startupProbe passed, else postStart finished).
+
+use super::{Ctx, RuleDef, start};
+use crate::model::Role;
+use crate::report::{Outcome, Phase, Rule, Severity};
+
+pub const DEF: RuleDef = RuleDef {
+    rule: Rule::AppStartedBeforeSidecar,
+    severity: Severity::Error,
+    phase: Phase::Startup,
+    doc: "App containers' first runs in a sandbox start after every sidecar passed its gate (startupProbe passed, else postStart finished). Judged per generation; an app or sidecar restart inside a running generation is not startup (NotApplicable). \"Never started\" needs positive evidence (waiting, no run, restart count 0, no Started event).",
+    check,
+};
+
+fn check(cx: &mut Ctx) {
+    let v = cx.v;
+    for a in v.indices(Role::App) {
+        for s in v.indices(Role::Sidecar) {
+            for r in super::started_runs(v, a) {
+                let j = start::judge(v, s, a, r);
+                cx.record(DEF.rule, &[s, a], r.start.as_ref(), &j.decision);
+                if j.decision.outcome == Outcome::Violated {
+                    let msg = if j.never_started {
+                        format!("app container {} started but sidecar {} never did", cx.name(a), cx.name(s))
+                    } else if j.probe_gate {
+                        format!(
+                            "app container {} started while the startup probe of sidecar {} was still failing",
+                            cx.name(a),
+                            cx.name(s)
+                        )
+                    } else {
+                        format!("app container {} started before sidecar {}", cx.name(a), cx.name(s))
+                    };
+                    let mut ev = j.evidence;
+                    ev.push(format!("decided by {}", j.decision.by.map_or("status", super::source_name)));
+                    cx.violate(DEF.rule, &[s, a], msg, ev);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{EventReason, Role};
+    use crate::report::{Rule, Verdict};
+    use crate::rules::test_support::*;
+    use crate::time::Moment;
+
+    #[test]
+    fn an_app_running_before_its_sidecar_started_is_violated() {
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(5, None)]),
+            container("app", Role::App, 0, 0, vec![run(2, None)]),
+        ]);
+        let r = judged(p, &[]);
+        assert_eq!(r.startup, Verdict::Violated);
+        assert_eq!(r.violations[0].rule, Rule::AppStartedBeforeSidecar);
+    }
+
+    #[test]
+    fn node_reboot_without_events_is_not_a_violation() {
+        // Captured shape: after the sandbox was re-created the sidecar shows
+        // only its new run (restart count 0), the app its old run in lastState.
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(100, None)]),
+            container("app", Role::App, 0, 1, vec![run(2, Some(90)), run(102, None)]),
+        ]);
+        let r = judged(p, &[]);
+        assert_ne!(r.startup, Verdict::Violated, "{r:#?}");
+        assert!(r.errors().next().is_none());
+    }
+
+    #[test]
+    fn node_reboot_with_a_sandbox_changed_event_verifies_the_new_generation() {
+        let mut p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(100, None)]),
+            container("app", Role::App, 0, 1, vec![run(2, Some(90)), run(102, None)]),
+        ]);
+        p.sandbox_ready = Some(Moment::status(T + 99));
+        let ev = [
+            event("p.1", None, EventReason::SandboxChanged, None, 98, 98, 1),
+            event("p.2", Some(0), EventReason::Started, None, 1, 1, 1),
+            event("p.3", Some(1), EventReason::Started, None, 2, 2, 1),
+            event("p.4", Some(0), EventReason::Started, None, 100, 100, 1),
+            event("p.5", Some(1), EventReason::Started, None, 102, 102, 1),
+        ];
+        let r = judged(p, &ev);
+        assert_eq!(r.startup, Verdict::Verified, "{r:#?}");
+    }
+
+    #[test]
+    fn a_sidecar_never_started_while_the_app_runs_is_violated() {
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![]),
+            container("app", Role::App, 0, 0, vec![run(2, None)]),
+        ]);
+        let r = judged(p, &[]);
+        assert_eq!(r.startup, Verdict::Violated);
+        // Not when the app's run is an old one (a re-initialising sandbox).
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![]),
+            container("app", Role::App, 0, 1, vec![run(2, Some(50))]),
+        ]);
+        assert_ne!(judged(p, &[]).startup, Verdict::Violated);
+    }
+}

@@ -1,0 +1,74 @@
+//! `sidecar-start-order`: sidecars start one by one in manifest order, each
+//! after the one above it passed its gate (startupProbe passed, else
+//! postStart finished, else running).
+
+use super::{Ctx, RuleDef, start};
+use crate::model::Role;
+use crate::report::{Outcome, Phase, Rule, Severity};
+
+pub const DEF: RuleDef = RuleDef {
+    rule: Rule::SidecarStartOrder,
+    severity: Severity::Error,
+    phase: Phase::Startup,
+    doc: "Each sidecar's first run in a sandbox starts after the sidecar above it passed its gate (startupProbe passed, else postStart finished). Judged per generation (pod sandbox); restarts inside a running generation are not startup (NotApplicable).",
+    check,
+};
+
+fn check(cx: &mut Ctx) {
+    let v = cx.v;
+    let sidecars = v.indices(Role::Sidecar);
+    for pair in sidecars.windows(2) {
+        let (up, lo) = (pair[0], pair[1]);
+        for r in super::started_runs(v, lo) {
+            let j = start::judge(v, up, lo, r);
+            cx.record(DEF.rule, &[up, lo], r.start.as_ref(), &j.decision);
+            if j.decision.outcome == Outcome::Violated {
+                let msg = if j.never_started {
+                    format!("sidecar {} started but the sidecar above it, {}, never did", cx.name(lo), cx.name(up))
+                } else if j.probe_gate {
+                    format!(
+                        "sidecar {} started while the startup probe of the sidecar above it, {}, was still failing",
+                        cx.name(lo),
+                        cx.name(up)
+                    )
+                } else {
+                    format!("sidecar {} started before the sidecar above it, {}", cx.name(lo), cx.name(up))
+                };
+                let mut ev = j.evidence;
+                ev.push(format!("decided by {}", j.decision.by.map_or("status", super::source_name)));
+                cx.violate(DEF.rule, &[up, lo], msg, ev);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Role;
+    use crate::report::{Rule, Verdict};
+    use crate::rules::test_support::*;
+
+    #[test]
+    fn the_lower_sidecar_starting_first_while_both_run_is_violated() {
+        let p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(5, None)]),
+            container("s2", Role::Sidecar, 1, 0, vec![run(2, None)]),
+            container("app", Role::App, 0, 0, vec![run(8, None)]),
+        ]);
+        let r = judged(p, &[]);
+        assert_eq!(r.startup, Verdict::Violated, "{r:#?}");
+        assert!(r.violations.iter().any(|v| v.rule == Rule::SidecarStartOrder));
+    }
+
+    #[test]
+    fn a_restart_of_the_lower_sidecar_is_not_startup() {
+        // s2 restarted at 20 while s1 ran since 1: s1 spans both of s2's runs.
+        let p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(1, None)]),
+            container("s2", Role::Sidecar, 1, 1, vec![run(2, Some(19)), run(20, None)]),
+            container("app", Role::App, 0, 0, vec![run(3, None)]),
+        ]);
+        let r = judged(p, &[]);
+        assert_eq!(r.startup, Verdict::Verified, "{r:#?}");
+    }
+}

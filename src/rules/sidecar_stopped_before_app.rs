@@ -1,0 +1,115 @@
+//! `sidecar-stopped-before-app`: when a pod is deleted, the kubelet stops
+//! the app containers first and the sidecars only after every app container
+//! has exited. Every sidecar run that was going on when the termination
+//! started is judged, so a sidecar that died (and was restarted) during the
+//! shutdown is reported too.
+
+use super::{Ctx, Decision, RuleDef, at, source_name};
+use crate::model::Role;
+use crate::report::{Outcome, Phase, Rule, Severity};
+use crate::time::{Before, Moment, before};
+
+pub const DEF: RuleDef = RuleDef {
+    rule: Rule::SidecarStoppedBeforeApp,
+    severity: Severity::Error,
+    phase: Phase::Shutdown,
+    doc: "On deletion, every sidecar run that was going on when the termination started ends after every app container ended, while grace remains. After the grace deadline the kubelet stops what is left together (NotApplicable). A Never/OnFailure pod's termination starts only once its apps finished, so it does not apply there.",
+    check,
+};
+
+/// What ended at or after this moment ended at the grace deadline.
+pub fn deadline_edge(deadline: &Moment) -> Moment {
+    Moment::status(deadline.secs.saturating_sub(1))
+}
+
+fn check(cx: &mut Ctx) {
+    let v = cx.v;
+    let Some(term) = v.termination else { return };
+    if term.job {
+        return;
+    }
+    let edge = deadline_edge(&term.deadline);
+    for s in v.indices(Role::Sidecar) {
+        let runs: Vec<_> = v
+            .running_at_termination(s)
+            .into_iter()
+            .filter(|r| r.end.is_some())
+            .collect();
+        for r in runs {
+            let end = r.end.expect("ended");
+            for a in v.indices(Role::App) {
+                let app_runs = v.running_at_termination(a);
+                let Some(q) = app_runs.last() else {
+                    cx.record(DEF.rule, &[a, s], Some(&end), &Decision::not_applicable(format!("{} was not running when the termination started", cx.name(a))));
+                    continue;
+                };
+                let in_grace = matches!(before(&end, &edge), Before::Yes(_));
+                let at_deadline = || Decision::not_applicable(format!("{} stopped at the end of the grace period, when the kubelet stops what is left together", cx.name(s)));
+                let d = match q.end {
+                    None if !in_grace => at_deadline(),
+                    None if q.running => {
+                        // A fact of state (the app runs now), not an ordering of two moments.
+                        let d = Decision::new(Outcome::Violated, None);
+                        cx.record(DEF.rule, &[a, s], Some(&end), &d);
+                        let msg = format!(
+                            "sidecar {} terminated while app container {} was still running",
+                            cx.name(s),
+                            cx.name(a)
+                        );
+                        cx.violate(DEF.rule, &[a, s], msg, vec![format!("{} terminated at {} (exit code {})", cx.name(s), at(&end), r.exit_code.map_or("?".into(), |c| c.to_string()))]);
+                        continue;
+                    }
+                    None => Decision::indeterminate(format!("the end of {} is not known", cx.name(a))),
+                    Some(ae) => match before(&end, &ae) {
+                        Before::Yes(_) | Before::Unknown if !in_grace => at_deadline(),
+                        Before::Yes(by) => {
+                            let msg = format!("sidecar {} terminated before app container {}", cx.name(s), cx.name(a));
+                            let ev = vec![
+                                format!("{} terminated at {}", cx.name(s), at(&end)),
+                                format!("{} terminated at {}", cx.name(a), at(&ae)),
+                                format!("decided by {}", source_name(by)),
+                            ];
+                            cx.violate(DEF.rule, &[a, s], msg, ev);
+                            Decision::new(Outcome::Violated, Some(by))
+                        }
+                        Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
+                        Before::Unknown => Decision::indeterminate("both ended within the same second and no finer source orders them"),
+                    },
+                };
+                cx.record(DEF.rule, &[a, s], Some(&end), &d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Deletion, Role};
+    use crate::report::{Rule, Verdict};
+    use crate::rules::test_support::*;
+
+    #[test]
+    fn a_sidecar_that_died_and_restarted_during_shutdown_is_reported() {
+        // Deleted at 100 (grace 30); the proxy died at 103 and was restarted,
+        // its new run ended after the app.
+        let mut p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 1, vec![run(1, Some(103)), run(104, Some(112))]),
+            container("app", Role::App, 0, 0, vec![run(2, Some(110))]),
+        ]);
+        p.deletion = Some(Deletion { deadline_secs: T + 130, grace_secs: 30 });
+        let r = judged(p, &[]);
+        assert_eq!(r.shutdown, Verdict::Violated, "{r:#?}");
+        assert!(r.violations.iter().any(|v| v.rule == Rule::SidecarStoppedBeforeApp));
+    }
+
+    #[test]
+    fn after_the_grace_deadline_it_does_not_apply() {
+        let mut p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(1, Some(130))]),
+            container("app", Role::App, 0, 0, vec![run(2, Some(131))]),
+        ]);
+        p.deletion = Some(Deletion { deadline_secs: T + 130, grace_secs: 30 });
+        let r = judged(p, &[]);
+        assert!(r.errors().next().is_none(), "{r:#?}");
+    }
+}
