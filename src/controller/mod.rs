@@ -5,4 +5,5 @@ pub mod gc;
 pub mod metrics;
 pub mod run;
 pub mod store;
+pub mod workload;
 pub mod writer;

@@ -23,56 +23,7 @@ pub const MAX_EVENTS_PER_POD: usize = 128;
 /// Events waiting for their pod to be seen, in all.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 
-/// The owner of a pod, as a bounded metric label (never the pod's own name).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Workload {
-    pub kind: String,
-    pub name: String,
-}
-
-impl Workload {
-    /// A ReplicaSet made by a Deployment is named `<deployment>-<pod-template-hash>`.
-    pub fn of(pod: &Pod) -> Workload {
-        let owner = pod
-            .metadata
-            .owner_references
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|o| o.controller == Some(true));
-        let Some(o) = owner else {
-            return Workload {
-                kind: "Pod".into(),
-                name: String::new(),
-            };
-        };
-        let hash = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("pod-template-hash"));
-        match (o.kind.as_str(), hash) {
-            ("ReplicaSet", Some(h)) => match o.name.strip_suffix(&format!("-{h}")) {
-                Some(d) => Workload {
-                    kind: "Deployment".into(),
-                    name: d.into(),
-                },
-                None => Workload {
-                    kind: "ReplicaSet".into(),
-                    name: o.name.clone(),
-                },
-            },
-            (kind, _) => Workload {
-                kind: kind.into(),
-                name: o.name.clone(),
-            },
-        }
-    }
-
-    pub fn display(&self) -> Option<String> {
-        (!self.name.is_empty()).then(|| format!("{}/{}", self.kind, self.name))
-    }
-}
+pub use super::workload::Workload;
 
 fn hash_of(x: impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
