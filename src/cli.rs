@@ -1,12 +1,23 @@
 //! The command line: flags, and the `analyze` command's input and output.
+//!
+//! Installed as `kubectl-sidecar_order` (the file kubectl's plugin lookup
+//! runs for `kubectl sidecar-order`), the binary is the same program; its
+//! help names it `kubectl sidecar-order`. `show` and live `analyze` take
+//! kubectl's `-n/--namespace`, `--context` and `--kubeconfig`, before or
+//! after the command, as kubectl does.
 
 use crate::analyze::{Analysis, analyze};
 use crate::input::{self, InputError};
 use crate::judge::Config;
 use crate::render;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::{Event, Pod};
+use std::ffi::OsString;
 use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The file name kubectl runs for `kubectl sidecar-order`.
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-sidecar_order";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,9 +57,15 @@ pub struct AnalyzeArgs {
     /// `kubectl get events -o json|yaml` output; events of other objects are ignored.
     #[arg(long, value_name = "FILE", requires = "pod")]
     pub events: Option<String>,
-    /// Namespace of the live pod to read through the kubeconfig.
-    #[arg(short = 'n', long, requires = "pod_name")]
+    /// Namespace of the live pod (default: the kubeconfig context's).
+    #[arg(short = 'n', long, conflicts_with = "pod")]
     pub namespace: Option<String>,
+    /// The kubeconfig context to read the live pod through (default: the current one).
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "pod")]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE", conflicts_with = "pod")]
+    pub kubeconfig: Option<PathBuf>,
     /// Name of the live pod to read through the kubeconfig.
     #[arg(value_name = "POD", required_unless_present = "pod")]
     pub pod_name: Option<String>,
@@ -61,20 +78,120 @@ pub struct AnalyzeArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Namespace of the report (the pod's).
+    /// Namespace of the report (the pod's; default: the kubeconfig context's).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// The report's name (`kubectl get sor`), or a pod's name: its newest report.
     pub name: String,
+}
+
+/// Parses the command line of this process; exits with clap's message
+/// (status 2) on bad usage, or after printing the help or the version.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses a command line. Run as `kubectl-sidecar_order`, the help names
+/// `kubectl sidecar-order`. kubectl's flags given before the command
+/// (`-n shop show web`) are moved after it, where the command's own are.
+pub fn try_parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let args = kubectl_flags_after_command(args.into_iter().collect());
+    let mut cmd = Cli::command();
+    if args
+        .first()
+        .is_some_and(|a| is_kubectl_plugin(Path::new(a)))
+    {
+        cmd = cmd.bin_name("kubectl sidecar-order");
+    }
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
+/// True when the program was started as `kubectl-sidecar_order` (by kubectl or by hand).
+pub fn is_kubectl_plugin(argv0: &Path) -> bool {
+    argv0.file_stem().is_some_and(|n| n == KUBECTL_PLUGIN_NAME)
+}
+
+/// `[prog, -n, shop, --context=c, show, web]` -> `[prog, show, -n, shop,
+/// --context=c, web]`: only kubectl's connection flags before the first word
+/// move; anything else leaves the line as it is, for clap to judge.
+fn kubectl_flags_after_command(args: Vec<OsString>) -> Vec<OsString> {
+    const WITH_VALUE: [&str; 4] = ["-n", "--namespace", "--context", "--kubeconfig"];
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if WITH_VALUE.contains(&arg) && i + 1 < args.len() {
+            moved.extend_from_slice(&args[i..i + 2]);
+            i += 2;
+        } else if ["--namespace=", "--context=", "--kubeconfig="]
+            .iter()
+            .any(|p| arg.starts_with(p))
+            || (arg.starts_with("-n") && !arg.starts_with("--") && arg.len() > 2)
+        {
+            moved.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let is_command = args
+        .get(i)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| !a.starts_with('-'));
+    if moved.is_empty() || !is_command {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    out.push(args[0].clone());
+    out.push(args[i].clone());
+    out.extend(moved);
+    out.extend_from_slice(&args[i + 1..]);
+    out
+}
+
+/// A client as kubectl would build it from `--kubeconfig` and `--context`:
+/// that file (else $KUBECONFIG or ~/.kube/config, then the in-cluster
+/// service account), that context (else the current one).
+pub async fn kube_client(
+    context: Option<&str>,
+    kubeconfig: Option<&Path>,
+) -> Result<kube::Client, AnalyzeError> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    let cannot = |e: &dyn std::fmt::Display| {
+        AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}"))
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                AnalyzeError::Live(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| cannot(&e))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| cannot(&e))?,
+        (None, None) => Config::infer().await.map_err(|e| cannot(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| cannot(&e))
 }
 
 /// Reads a stored report (by its name, or its pod's) and renders it.
 pub async fn run_show(args: &ShowArgs) -> Result<String, AnalyzeError> {
     use crate::crd::SidecarOrderReport;
     use kube::api::{Api, ListParams};
-    let client = kube::Client::try_default().await.map_err(|e| {
-        AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}"))
-    })?;
+    let client = kube_client(args.context.as_deref(), args.kubeconfig.as_deref()).await?;
     let ns = args
         .namespace
         .clone()
@@ -239,12 +356,14 @@ fn read(file: &str) -> Result<String, InputError> {
     Ok(text)
 }
 
-async fn live(ns: Option<&str>, name: &str) -> Result<(Vec<Pod>, Vec<Event>), AnalyzeError> {
+async fn live(args: &AnalyzeArgs, name: &str) -> Result<(Vec<Pod>, Vec<Event>), AnalyzeError> {
     use kube::api::{Api, ListParams};
-    let client = kube::Client::try_default().await.map_err(|e| {
-        AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}"))
-    })?;
-    let ns = ns.unwrap_or(client.default_namespace()).to_string();
+    let client = kube_client(args.context.as_deref(), args.kubeconfig.as_deref()).await?;
+    let ns = args
+        .namespace
+        .as_deref()
+        .unwrap_or(client.default_namespace())
+        .to_string();
     let pod = Api::<Pod>::namespaced(client.clone(), &ns)
         .get(name)
         .await
@@ -298,7 +417,7 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
         }
         (None, Some(name)) => {
             cfg.now_secs = Some(k8s_openapi::jiff::Timestamp::now().as_second());
-            live(args.namespace.as_deref(), name).await?
+            live(args, name).await?
         }
         (None, None) => return Err(AnalyzeError::Pod("give --pod FILE or a pod name".into())),
     };
@@ -350,4 +469,136 @@ fn print(analyses: &[Analysis], output: Output) -> String {
 /// The exit code for a finished analysis: 1 when an error-severity rule broke.
 pub fn exit_code(analyses: &[Analysis]) -> u8 {
     u8::from(analyses.iter().any(|a| a.report.errors().next().is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn parsed(args: &[&str]) -> Cli {
+        try_parse_from(line(args)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn kubectl_flags_before_the_command_move_after_it() {
+        let moved = |args: &[&str]| kubectl_flags_after_command(line(args));
+        assert_eq!(
+            moved(&[
+                "k",
+                "-n",
+                "shop",
+                "--context=prod",
+                "--kubeconfig",
+                "/k",
+                "show",
+                "web"
+            ]),
+            line(&[
+                "k",
+                "show",
+                "-n",
+                "shop",
+                "--context=prod",
+                "--kubeconfig",
+                "/k",
+                "web"
+            ])
+        );
+        assert_eq!(
+            moved(&["k", "-nshop", "analyze", "web"]),
+            line(&["k", "analyze", "-nshop", "web"])
+        );
+        // Nothing to move, or something that is not kubectl's: left to clap.
+        for same in [
+            &["k", "show", "-n", "shop", "web"][..],
+            &["k", "--help"],
+            &["k", "-n", "shop", "--help"],
+            &["k", "-n"],
+            &["k"],
+        ] {
+            assert_eq!(moved(same), line(same), "{same:?}");
+        }
+    }
+
+    #[test]
+    fn show_and_analyze_take_kubectls_connection_flags() {
+        let Command::Show(s) = parsed(&[
+            "kubectl-sidecar_order",
+            "--context",
+            "prod",
+            "show",
+            "--kubeconfig=/tmp/k",
+            "-n",
+            "shop",
+            "web",
+        ])
+        .command
+        else {
+            panic!("not show")
+        };
+        assert_eq!(s.namespace.as_deref(), Some("shop"));
+        assert_eq!(s.context.as_deref(), Some("prod"));
+        assert_eq!(s.kubeconfig.as_deref(), Some(Path::new("/tmp/k")));
+        assert_eq!(s.name, "web");
+        let Command::Analyze(a) = parsed(&[
+            "/usr/local/bin/kubectl-sidecar_order",
+            "-n",
+            "shop",
+            "analyze",
+            "--context",
+            "prod",
+            "web",
+        ])
+        .command
+        else {
+            panic!("not analyze")
+        };
+        assert_eq!(
+            (
+                a.namespace.as_deref(),
+                a.context.as_deref(),
+                a.pod_name.as_deref()
+            ),
+            (Some("shop"), Some("prod"), Some("web"))
+        );
+        // Saved files are not read through a cluster: no context for them.
+        for flag in ["--context=prod", "--kubeconfig=/k", "--namespace=shop"] {
+            let args = ["sidecar-order", "analyze", "--pod", "p.json", flag];
+            let err = try_parse_from(line(&args)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_plugin_names_itself_as_kubectl_does() {
+        let help = |argv0: &str| {
+            try_parse_from(line(&[argv0, "--help"]))
+                .unwrap_err()
+                .render()
+                .to_string()
+        };
+        assert!(
+            help("/home/u/bin/kubectl-sidecar_order")
+                .contains("Usage: kubectl sidecar-order <COMMAND>")
+        );
+        assert!(help("sidecar-order").contains("Usage: sidecar-order <COMMAND>"));
+        assert!(is_kubectl_plugin(Path::new(
+            "C:/bin/kubectl-sidecar_order.exe"
+        )));
+        assert!(!is_kubectl_plugin(Path::new("kubectl-sidecar_order2")));
+    }
+
+    #[test]
+    fn run_keeps_its_namespace_flags() {
+        let Command::Run(r) =
+            parsed(&["sidecar-order", "-n", "a", "run", "--namespace=b,c"]).command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(r.namespaces, ["a", "b", "c"]);
+    }
 }

@@ -1,5 +1,4 @@
-use clap::Parser;
-use sidecar_order::cli::{Cli, Command, LogFormat, exit_code, run_analyze, run_show};
+use sidecar_order::cli::{Command, LogFormat, exit_code, parse, run_analyze, run_show};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -14,7 +13,7 @@ fn init_logs(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match Cli::parse().command {
+    match parse().command {
         Command::Analyze(args) => match run_analyze(&args).await {
             Ok((analyses, text)) => {
                 print!("{text}");
