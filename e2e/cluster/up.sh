@@ -35,6 +35,7 @@ echo "$K8S_VERSION" > "$STATE/K8S_VERSION"
 HOST_IP=${SIDECAR_ORDER_HOST_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)}
 [[ -n $HOST_IP ]] || HOST_IP=$(hostname -I 2>/dev/null | awk '{print $1}')
 [[ -n $HOST_IP ]] || die "up: cannot find this host's IPv4 address (set SIDECAR_ORDER_HOST_IP)"
+echo "$HOST_IP" > "$STATE/HOST_IP"   # kubelet.sh starts the kubelet with it
 SERVICE_IP=$(python3 -c "import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])" "$SERVICE_CIDR")
 BRIDGE_IP=$(python3 -c "import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])" "$POD_CIDR")
 
@@ -302,11 +303,8 @@ containerLogMaxSize: 10Mi
 containerLogMaxFiles: 3
 protectKernelDefaults: false
 YAML
-start kubelet "$CACHE_BIN/kubelet" \
-  --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
-  --root-dir "$STATE/kubelet/root" --cert-dir "$STATE/kubelet/pki" \
-  --hostname-override "$NODE_NAME" --node-ip "$HOST_IP" --v=2
-wait_for kubelet 60 curl -fsS http://127.0.0.1:10248/healthz
+# One command line for the kubelet, shared with kubelet.sh stop/start (node reboot tests).
+bash "$CLUSTER_DIR/kubelet.sh" start || die "up: kubelet failed to start; log: $LOGS/kubelet.log"
 
 # ---------------------------------------------------------------- node Ready + default SA
 log "up: waiting for node $NODE_NAME to be Ready (timeout ${READY_TIMEOUT}s)"
