@@ -14,12 +14,14 @@ KUBECTL ?= $(shell command -v $(HOME)/.cache/sidecar-order/k8s-$(or $(K8S_VERSIO
 IMAGE ?= localhost/sidecar-order:dev
 STATIC_BIN := target/static/x86_64-unknown-linux-gnu/image/sidecar-order
 
-# A static binary (glibc, crt-static) wrapped as an OCI image and imported
-# into the local cluster's containerd (no registry needed).
+# A static binary (glibc, crt-static) in an image built from the
+# Containerfile by buildah (installed when missing), written to
+# target/image/sidecar-order.oci.tar and imported into the local cluster's
+# containerd when it runs (no registry needed).
 image:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
 	  $(CARGO) build --locked --profile image --target x86_64-unknown-linux-gnu
-	bash e2e/cluster/image-binary.sh $(STATIC_BIN) $(IMAGE)
+	STATE=$(STATE) bash scripts/image.sh $(STATIC_BIN) $(IMAGE)
 
 # Installs the CRD, RBAC and the controller with the real config/ manifests.
 deploy:
