@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# make e2e: the live-cluster end-to-end suite (e2e/tests/e2e.rs).
+# make e2e: the live-cluster end-to-end suite (e2e/tests/e2e.rs and
+# e2e/tests/engine_model.rs).
 #
 #   cluster up (make cluster-up) -> node smoke test (make cluster-smoke)
 #   -> controller image + deploy (make image deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
-#   -> scenario 11 (a real Prometheus) alone -> cluster down.
+#   -> scenario 11 (a real Prometheus) alone
+#   -> engine model: scenarios 13-14 in parallel -> scenario 12 (stops the
+#      kubelet: a node reboot) alone -> cluster down.
 #
 # Environment:
 #   KEEP_CLUSTER=1        leave the cluster (and the deployed controller) running
 #   E2E_THREADS=N         parallel tests for scenarios 1-9 (default 4)
 #   E2E_KEEP_NAMESPACES=1 keep every test's namespace for inspection
 #   E2E_LOG=FILE          full output (default /tmp/sidecar-order-e2e.log)
+#   E2E_SKIP_ENGINE_MODEL=1  skip the engine-model scenarios 12-14
 # Exits with the tests' status (0 only when every scenario passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,18 +63,18 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     || { apt-get update >>"$LOG" 2>&1 && apt-get install -y --no-install-recommends prometheus >>"$LOG" 2>&1; }
 fi
 
-CARGO_TEST=(cargo test --locked --features e2e --test e2e)
+CARGO_TEST=(cargo test --locked --features e2e)
 log "building the suite"
-"${CARGO_TEST[@]}" --no-run 2>&1 | tee -a "$LOG"
+"${CARGO_TEST[@]}" --test e2e --test e2e_engine_model --no-run 2>&1 | tee -a "$LOG"
 
 status=0
-# One cargo test invocation; its "test result:" line is kept for the summary.
+# One cargo test invocation of test target $2; its "test result:" line is kept for the summary.
 phase() {
-  local what=$1
-  shift
+  local what=$1 target=$2
+  shift 2
   log "$what"
   local t0=$(date +%s) rc=0
-  "${CARGO_TEST[@]}" -- "$@" 2>&1 | tee -a "$LOG" | tee /tmp/sidecar-order-e2e-phase.$$ || rc=$?
+  "${CARGO_TEST[@]}" --test "$target" -- "$@" 2>&1 | tee -a "$LOG" | tee /tmp/sidecar-order-e2e-phase.$$ || rc=$?
   local line
   line=$(grep -E '^test result:' /tmp/sidecar-order-e2e-phase.$$ | tail -n 1 || true)
   rm -f /tmp/sidecar-order-e2e-phase.$$
@@ -78,8 +82,13 @@ phase() {
   if ((rc != 0)); then status=1; fi
 }
 
-phase "scenarios 1-9 ($THREADS threads)" --test-threads="$THREADS" --skip t10_ --skip t11_
+phase "scenarios 1-9 ($THREADS threads)" e2e --test-threads="$THREADS" --skip t10_ --skip t11_
 # Scenario 10 deletes the controller pod: alone, so no other test loses its scrape.
-phase "scenario 10 (controller restart)" --exact t10_controller_restart_counts_once
-phase "scenario 11 (Prometheus)" --exact t11_prometheus_scrapes_and_dashboard_queries_return_data
+phase "scenario 10 (controller restart)" e2e --exact t10_controller_restart_counts_once
+phase "scenario 11 (Prometheus)" e2e --exact t11_prometheus_scrapes_and_dashboard_queries_return_data
+if [[ ${E2E_SKIP_ENGINE_MODEL:-0} != 1 ]]; then
+  phase "scenarios 13-14 (engine model)" e2e_engine_model --test-threads=2 --skip t12_
+  # Scenario 12 stops the kubelet (a node reboot): alone, no other pod may lose its node.
+  phase "scenario 12 (node reboot)" e2e_engine_model --exact t12_node_reboot_keeps_the_report_without_errors
+fi
 exit "$status"
