@@ -81,7 +81,7 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Report>) -> Report
         (Verdict::Pending, Verdict::Pending)
     } else {
         (
-            startup_verdict(&v, &checks, &violations),
+            startup_verdict(&v, &checks, &violations, prev),
             shutdown_verdict(&v, &checks, &violations),
         )
     };
@@ -139,14 +139,27 @@ fn settled(checks: &[Check], phase: Phase, none: Verdict) -> Verdict {
     if any { Verdict::Verified } else { none }
 }
 
-fn startup_verdict(v: &View, checks: &[Check], violations: &[Violation]) -> Verdict {
+fn startup_verdict(v: &View, checks: &[Check], violations: &[Violation], prev: Option<&Report>) -> Verdict {
     if has_error(violations, Phase::Startup) {
         return Verdict::Violated;
     }
     let app_started = v.indices(crate::model::Role::App).iter().any(|&a| v.lines[a].earliest_start().is_some());
     if app_started {
         // Apps ran: a startup happened, even when its first runs are gone.
-        settled(checks, Phase::Startup, Verdict::Indeterminate)
+        // Hidden earlier runs of an app (or of a sidecar below another) may
+        // hold a first run that was never judged.
+        let sidecars = v.indices(crate::model::Role::Sidecar);
+        let hidden = v
+            .indices(crate::model::Role::App)
+            .into_iter()
+            .chain(sidecars.into_iter().skip(1))
+            .any(|i| v.lines[i].hidden_runs)
+            // ...unless an earlier judgement saw them.
+            && prev.is_none_or(|p| p.startup != Verdict::Verified);
+        match settled(checks, Phase::Startup, Verdict::Indeterminate) {
+            Verdict::Verified if hidden => Verdict::Indeterminate,
+            verdict => verdict,
+        }
     } else if v.termination.is_some() || v.pod.gone {
         settled(checks, Phase::Startup, Verdict::NotApplicable)
     } else {

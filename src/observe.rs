@@ -288,6 +288,13 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
     let Some(reason) = ev.reason.as_deref().and_then(EventReason::parse) else {
         return EventFit::Unused;
     };
+    // "Startup probe errored and resulted in unknown state": the kubelet
+    // discards errored results (seen on a stopping container); not a failure.
+    if reason == EventReason::Unhealthy
+        && ev.message.as_deref().is_some_and(|m| m.contains("probe errored"))
+    {
+        return EventFit::Unused;
+    }
     let container = obj
         .field_path
         .as_deref()

@@ -8,8 +8,9 @@
 //! twice.
 
 use crate::crd::{ReportSpec, ReportStatus, report_name};
-use crate::judge::{Config, judge};
-use crate::model::{EventFact, PodFacts, ProbeKind, StateKind};
+use crate::engine::history::{History, MAX_EVENTS};
+use crate::judge::{Config, judge_history};
+use crate::model::ProbeKind;
 use crate::observe::{EventFit, event_fact, pod_facts};
 use crate::report::{Evidence, Report, Verdict, Violation};
 use crate::time::rfc3339;
@@ -19,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Distinct event objects kept per pod; more are dropped and reported as a gap.
-pub const MAX_EVENTS_PER_POD: usize = 128;
+pub const MAX_EVENTS_PER_POD: usize = MAX_EVENTS;
 /// Events waiting for their pod to be seen, in all.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 
@@ -101,9 +102,11 @@ pub struct Update {
 }
 
 struct Tracked {
-    facts: PodFacts,
-    events: Vec<EventFact>,
-    events_dropped: bool,
+    /// Every observation of the pod and its events, merged by the engine.
+    history: History,
+    /// The decided checks and the violations of the last report (or of the
+    /// stored one after a restart): what later judgements keep.
+    decided: Option<Box<Report>>,
     workload: Workload,
     digest: Digest,
     ended_at: Option<i64>,
@@ -271,7 +274,7 @@ impl Store {
     /// Takes in a pod's new version without judging it; the key when tracked.
     fn upsert(&mut self, pod: &Pod, now: i64) -> Option<(Key, Vec<Update>)> {
         self.seq += 1;
-        let mut facts = pod_facts(pod).ok()?;
+        let facts = pod_facts(pod).ok()?;
         let key = (facts.namespace.clone(), facts.name.clone());
         for (scope, listed) in self.resync.iter_mut() {
             if scope.as_ref().is_none_or(|ns| *ns == key.0) {
@@ -284,7 +287,7 @@ impl Store {
         }
         let mut out = Vec::new();
         if let Some(old) = self.pods.get(&key)
-            && old.facts.uid != facts.uid
+            && old.history.pod.uid != facts.uid
         {
             // A new pod under the same name: close the old one's report first.
             let old = self.pods.remove(&key).expect("present");
@@ -292,22 +295,21 @@ impl Store {
         }
         match self.pods.get_mut(&key) {
             Some(t) => {
-                mark_seen(&t.facts, &mut facts, self.seq);
-                t.facts = facts;
+                t.history.observe(facts);
                 t.workload = Workload::of(pod);
             }
             None => {
-                let (digest, ended_at) = match self.preloaded.remove(&facts.uid) {
+                let (digest, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
                     Some(p) => (
                         Digest::from_status(&p.spec, &p.status),
                         secs_of(&p.status.pod_ended_at),
+                        Some(Box::new(decided_part(&p.status.report))),
                     ),
-                    None => (Digest::default(), None),
+                    None => (Digest::default(), None, None),
                 };
                 let mut t = Tracked {
-                    facts,
-                    events: Vec::new(),
-                    events_dropped: false,
+                    history: History::new(facts),
+                    decided,
                     workload: Workload::of(pod),
                     digest,
                     ended_at,
@@ -317,12 +319,12 @@ impl Store {
                     self.pending_len -= 1;
                     add_event(&mut t, &ev);
                 }
-                t.events.shrink_to_fit();
+                t.history.events.shrink_to_fit();
                 self.pods.insert(key.clone(), Box::new(t));
             }
         }
         let t = self.pods.get_mut(&key).expect("inserted");
-        if t.facts.finished_phase && t.ended_at.is_none() {
+        if t.history.pod.finished_phase && t.ended_at.is_none() {
             t.ended_at = Some(now);
         }
         Some((key, out))
@@ -347,7 +349,7 @@ impl Store {
         );
         self.drop_pending(&key);
         match self.pods.get(&key) {
-            Some(t) if t.facts.uid == uid || uid.is_empty() => {}
+            Some(t) if t.history.pod.uid == uid || uid.is_empty() => {}
             _ => return Vec::new(),
         }
         // The deleted object carries the last status: take it in first.
@@ -420,82 +422,35 @@ impl Store {
 
     /// The last judgement of a pod that is gone.
     fn finish(&self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
-        t.facts.gone = true;
+        t.history.pod.gone = true;
         t.ended_at.get_or_insert(now);
         judge_tracked(&self.cfg, &mut t, now)
     }
 }
 
-/// Gives each status transition that appeared since the previous version of
-/// the pod the watch-order position `seq` (the controller's third time source).
-fn mark_seen(old: &PodFacts, new: &mut PodFacts, seq: u64) {
-    keep_shutdown_deadline(old, new);
-    for c in new.containers.iter_mut() {
-        let Some(prev) = old
-            .containers
-            .iter()
-            .find(|o| o.name == c.name && o.role == c.role)
-        else {
-            continue;
-        };
-        for run in c.runs.iter_mut() {
-            let same = prev.runs.iter().find(|p| {
-                p.started.map(|m| m.secs) == run.started.map(|m| m.secs) && p.started.is_some()
-            });
-            if let Some(m) = run.started.as_mut() {
-                m.seen = match same {
-                    Some(p) => p.started.and_then(|s| s.seen),
-                    None => Some(seq),
-                };
-            }
-            if let Some(m) = run.finished.as_mut() {
-                m.seen = match same.and_then(|p| p.finished) {
-                    Some(f) => f.seen,
-                    None => Some(seq),
-                };
-            }
-        }
-    }
-}
-
-/// Once every container has stopped, the kubelet deletes the pod for good
-/// with a grace period of 0, which rewrites `deletionTimestamp` and
-/// `deletionGracePeriodSeconds`: the deadline that governed the shutdown is
-/// the one seen before. (A forced delete of running containers is not this:
-/// its grace of 0 is the real one.)
-fn keep_shutdown_deadline(old: &PodFacts, new: &mut PodFacts) {
-    if let (Some(before), Some(now)) = (old.deletion, new.deletion)
-        && now.grace_secs == 0
-        && before.grace_secs > 0
-        && new.containers.iter().all(|c| c.state != StateKind::Running)
-    {
-        new.deletion = Some(before);
-    }
-}
-
 /// Adds an event to a tracked pod; false when it changed nothing.
 fn add_event(t: &mut Tracked, ev: &Event) -> bool {
-    let EventFit::Used(fact) = event_fact(&t.facts, ev) else {
+    let EventFit::Used(fact) = event_fact(&t.history.pod, ev) else {
         return false;
     };
-    match t.events.iter().position(|e| e.key == fact.key) {
-        Some(i) if t.events[i] == fact => false,
-        Some(i) => {
-            if fact.count >= t.events[i].count {
-                t.events[i] = fact;
-            }
-            true
-        }
-        None if t.events.len() >= MAX_EVENTS_PER_POD => {
-            let changed = !t.events_dropped;
-            t.events_dropped = true;
-            changed
-        }
-        None => {
-            t.events.push(fact);
-            t.events.shrink_to_fit();
-            true
-        }
+    t.history.add_event(fact)
+}
+
+/// What later judgements must keep of a report: its decided checks and its
+/// violations (a compact copy).
+fn decided_part(r: &Report) -> Report {
+    Report {
+        checks: r
+            .checks
+            .iter()
+            .filter(|c| c.outcome.decided())
+            .cloned()
+            .collect(),
+        violations: r.violations.clone(),
+        gaps: Vec::new(),
+        probe_failures: Vec::new(),
+        containers: Vec::new(),
+        ..*r
     }
 }
 
@@ -505,16 +460,11 @@ fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
         now_secs: Some(now),
         ..*cfg
     };
-    let mut report = judge(&t.facts, &t.events, &cfg);
-    if t.events_dropped {
-        report.evidence = Evidence::Partial;
-        report.gaps.push(format!(
-            "more than {MAX_EVENTS_PER_POD} event objects; later ones ignored"
-        ));
-    }
+    let report = judge_history(&t.history, &cfg, t.decided.as_deref());
+    t.decided = Some(Box::new(decided_part(&report)));
     let spec = ReportSpec {
-        pod_name: t.facts.name.clone(),
-        pod_uid: t.facts.uid.clone(),
+        pod_name: t.history.pod.name.clone(),
+        pod_uid: t.history.pod.uid.clone(),
         workload: t.workload.display(),
     };
     t.verdicts = (report.startup, report.shutdown);
@@ -526,10 +476,10 @@ fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
     let increments = count(&mut t.digest, &status.report);
     t.digest.status_hash = hash;
     Some(Update {
-        namespace: t.facts.namespace.clone(),
-        report_name: report_name(&t.facts.name, &t.facts.uid),
-        pod_name: t.facts.name.clone(),
-        pod_uid: t.facts.uid.clone(),
+        namespace: t.history.pod.namespace.clone(),
+        report_name: report_name(&t.history.pod.name, &t.history.pod.uid),
+        pod_name: t.history.pod.name.clone(),
+        pod_uid: t.history.pod.uid.clone(),
         workload: t.workload.clone(),
         spec,
         status,

@@ -51,6 +51,9 @@ pub struct RunView {
     pub reason: Option<String>,
     /// Known only from a `Started` event: its end is unknown.
     pub from_event: bool,
+    /// A `Started` event reported this run, so the kubelet's events about it
+    /// (probe failures, hooks) were available too.
+    pub evented: bool,
     /// Certainly the container's first run in its sandbox.
     pub first_in_sandbox: bool,
     /// Index of its generation (number of known sandbox re-creations before
@@ -101,10 +104,16 @@ pub struct Line {
     /// Failures that could not be placed in one run: counted, never used as
     /// evidence of order.
     pub loose: Vec<Failure>,
+    /// Aggregated failure events with occurrences between their first and
+    /// last whose times are unknown: (kind, first, last).
+    pub spans: Vec<(ProbeKind, Moment, Moment)>,
     /// Occurrences of each event reason (probe failures are in `probes`).
     pub events: BTreeMap<EventReason, u32>,
     /// Known `Killing` occurrences: the kubelet stopping a running container.
     pub killings: Vec<Moment>,
+    /// Earlier runs exist that neither the statuses nor the events show (its
+    /// first run in a sandbox may be one of them).
+    pub hidden_runs: bool,
 }
 
 impl Line {
@@ -265,6 +274,7 @@ pub fn build(h: &History) -> View<'_> {
             (Some(i), EventReason::Unhealthy) => {
                 let kind = e.probe.unwrap_or(ProbeKind::Unknown);
                 let line = &mut lines[i];
+                line.spans.sort_by_key(|(k, f, l)| (*k, f.sort_key(), l.sort_key()));
                 match line.probes.iter_mut().find(|p| p.kind == kind) {
                     Some(p) => {
                         p.count = p.count.saturating_add(e.count);
@@ -284,6 +294,9 @@ pub fn build(h: &History) -> View<'_> {
                 }
                 for at in occurrences(e) {
                     failures.push((i, Failure { kind, at }));
+                }
+                if e.count > 2 {
+                    line.spans.push((kind, e.first, e.last));
                 }
             }
             (Some(i), reason) => {
@@ -312,13 +325,14 @@ pub fn build(h: &History) -> View<'_> {
         let mut used = vec![false; started[i].len()];
         for r in &c.runs {
             let mut start = r.started;
-            if let Some(s) = start {
-                if let Some(k) = (0..started[i].len())
+            let mut evented = false;
+            if let Some(s) = start
+                && let Some(k) = (0..started[i].len())
                     .find(|&k| !used[k] && (started[i][k].secs - s.secs).abs() <= 1)
-                {
-                    used[k] = true;
-                    start = Some(refine(s, &started[i][k]));
-                }
+            {
+                used[k] = true;
+                evented = true;
+                start = Some(refine(s, &started[i][k]));
             }
             runs.push(RunView {
                 start,
@@ -328,6 +342,7 @@ pub fn build(h: &History) -> View<'_> {
                 signal: r.signal,
                 reason: r.reason.clone(),
                 from_event: false,
+                evented,
                 first_in_sandbox: false,
                 generation: None,
                 failures: Vec::new(),
@@ -343,6 +358,7 @@ pub fn build(h: &History) -> View<'_> {
                     signal: None,
                     reason: None,
                     from_event: true,
+                    evented: true,
                     first_in_sandbox: false,
                     generation: None,
                     failures: Vec::new(),
@@ -437,12 +453,11 @@ pub fn build(h: &History) -> View<'_> {
             unseen.join(", ")
         ));
     }
-    for (c, line) in pod.containers.iter().zip(&lines) {
+    for (c, line) in pod.containers.iter().zip(lines.iter_mut()) {
         let known = line.runs.iter().filter(|r| !r.from_event).count() as u64;
-        if c.role != Role::Init
-            && u64::from(c.restarts) + 1 > known.max(started_count_of(line))
-            && line.runs.iter().any(|r| r.start.is_some())
-        {
+        line.hidden_runs = u64::from(c.restarts) + 1 > known.max(started_count_of(line))
+            && line.runs.iter().any(|r| r.start.is_some());
+        if c.role != Role::Init && line.hidden_runs {
             gaps.push(format!(
                 "first runs of {} not seen ({} restarts; older events expired)",
                 c.name, c.restarts
@@ -484,6 +499,35 @@ fn termination(pod: &PodFacts, lines: &[Line]) -> Option<Termination> {
         .filter(|&i| pod.containers[i].role == Role::App)
         .collect();
     if let Some(d) = pod.deletion {
+        // Once every container stopped, the kubelet deletes the pod for good
+        // with a grace of 0, which rewrites the deletion fields. Offline, the
+        // shutdown's start is then the kubelet's first `Killing`, and its
+        // grace the spec's (the controller keeps the earlier fields instead).
+        let stopped = pod
+            .containers
+            .iter()
+            .all(|c| c.role == Role::Init || c.state != StateKind::Running);
+        let first_kill = lines
+            .iter()
+            .flat_map(|l| l.killings.iter().copied())
+            .min_by_key(|m| m.sort_key());
+        if d.grace_secs == 0
+            && pod.grace_secs > 0
+            && stopped
+            && let Some(k) = first_kill
+        {
+            let deadline = Moment {
+                secs: k.secs.saturating_add(pod.grace_secs),
+                nanos: k.nanos.map(|n| n.saturating_add(pod.grace_secs.saturating_mul(1_000_000_000))),
+                ..k
+            };
+            return Some(Termination {
+                start: k,
+                deadline,
+                grace_secs: pod.grace_secs,
+                job: false,
+            });
+        }
         return Some(Termination {
             start: Moment::status(d.deadline_secs.saturating_sub(d.grace_secs)),
             deadline: Moment::status(d.deadline_secs),

@@ -30,23 +30,49 @@ fn check(cx: &mut Ctx) {
     }
     let edge = deadline_edge(&term.deadline);
     for s in v.indices(Role::Sidecar) {
-        let runs: Vec<_> = v
-            .running_at_termination(s)
-            .into_iter()
-            .filter(|r| r.end.is_some())
+        // Runs going on when the termination began (sure), and runs that
+        // ended within that second (maybe: they may have ended before it).
+        let sure = v.running_at_termination(s);
+        let runs: Vec<(&crate::engine::view::RunView, bool)> = v.lines[s]
+            .runs
+            .iter()
+            .filter(|r| !r.from_event && r.end.is_some())
+            .filter_map(|r| {
+                let is_sure = sure.iter().any(|q| std::ptr::eq(*q, r));
+                (is_sure || r.alive_at(&term.start).is_none()).then_some((r, is_sure))
+            })
             .collect();
-        for r in runs {
+        for (r, is_sure) in runs {
             let end = r.end.expect("ended");
             for a in v.indices(Role::App) {
-                let app_runs = v.running_at_termination(a);
-                let Some(q) = app_runs.last() else {
-                    cx.record(DEF.rule, &[a, s], Some(&end), &Decision::not_applicable(format!("{} was not running when the termination started", cx.name(a))));
-                    continue;
+                // The app's run going on when the termination began (sure),
+                // or one that ended within that second (maybe).
+                let app_sure = v.running_at_termination(a);
+                let app_maybe = v.lines[a]
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|q| !q.from_event && q.alive_at(&term.start).is_none());
+                let (q, is_sure) = match (app_sure.last(), app_maybe) {
+                    (Some(q), _) => (*q, is_sure),
+                    (None, Some(q)) => (q, false),
+                    (None, None) => {
+                        cx.record(DEF.rule, &[a, s], Some(&end), &Decision::not_applicable(format!("{} was not running when the termination started", cx.name(a))));
+                        continue;
+                    }
                 };
                 let in_grace = matches!(before(&end, &edge), Before::Yes(_));
                 let at_deadline = || Decision::not_applicable(format!("{} stopped at the end of the grace period, when the kubelet stops what is left together", cx.name(s)));
+                let unsure = || {
+                    Decision::indeterminate(format!(
+                        "not known whether {} and {} were still running when the termination began",
+                        cx.name(s),
+                        cx.name(a)
+                    ))
+                };
                 let d = match q.end {
                     None if !in_grace => at_deadline(),
+                    None if q.running && !is_sure => unsure(),
                     None if q.running => {
                         // A fact of state (the app runs now), not an ordering of two moments.
                         let d = Decision::new(Outcome::Violated, None);
@@ -62,6 +88,7 @@ fn check(cx: &mut Ctx) {
                     None => Decision::indeterminate(format!("the end of {} is not known", cx.name(a))),
                     Some(ae) => match before(&end, &ae) {
                         Before::Yes(_) | Before::Unknown if !in_grace => at_deadline(),
+                        Before::Yes(_) if !is_sure => unsure(),
                         Before::Yes(by) => {
                             let msg = format!("sidecar {} terminated before app container {}", cx.name(s), cx.name(a));
                             let ev = vec![

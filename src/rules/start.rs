@@ -30,17 +30,40 @@ pub struct StartJudgement {
     pub never_started: bool,
 }
 
-/// The earliest moment `up`'s run `r` can have passed its gate.
+/// The earliest moment `up`'s run `r` can have passed its gate; `None`
+/// when a startupProbe or postStart gates it and the events about the run
+/// (its probe failures) are not known.
 fn gate_bound(v: &View, up: usize, r: &RunView) -> Option<Moment> {
     let start = r.start?;
     let mut bound = start;
-    if v.pod.containers[up].declares.startup {
+    let declares = v.pod.containers[up].declares;
+    if (declares.startup || declares.post_start) && !r.evented {
+        return None;
+    }
+    if declares.startup {
         let loose = v.lines[up]
             .loose
             .iter()
             .filter(|f| f.kind == ProbeKind::Startup && r.alive_at(&f.at) != Some(false))
             .map(|f| f.at);
-        for f in r.failures.iter().filter(|f| f.kind == ProbeKind::Startup).map(|f| f.at).chain(loose) {
+        // Occurrences of an aggregated event between its first and last are
+        // unknown: any of them may fall in this run, up to its end.
+        let hidden = v.lines[up]
+            .spans
+            .iter()
+            .filter(|(k, _, last)| *k == ProbeKind::Startup && !matches!(before(last, &start), Before::Yes(_)))
+            .map(|(_, _, last)| match r.end {
+                Some(end) if end.sort_key() < last.sort_key() => end,
+                _ => *last,
+            });
+        for f in r
+            .failures
+            .iter()
+            .filter(|f| f.kind == ProbeKind::Startup)
+            .map(|f| f.at)
+            .chain(loose)
+            .chain(hidden)
+        {
             if f.sort_key() > bound.sort_key() {
                 bound = f;
             }
