@@ -16,7 +16,8 @@ if [[ ! -x $bin ]]; then
   echo "helm.sh: building Helm $HELM_VERSION from the Go module proxy into $cache (log: $log; about 3 min on 2 cores)" >&2
   start=$SECONDS
   # The version variable is what `helm version` prints (Helm's own Makefile sets it the same way).
-  if ! CGO_ENABLED=0 GOBIN=$cache/bin.tmp nice -n 10 go install -trimpath \
+  # GOTOOLCHAIN=local: this machine's Go, never one fetched on the side.
+  if ! CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-buildvcs=false GOBIN=$cache/bin.tmp nice -n 10 go install -trimpath \
       -ldflags "-s -w -X helm.sh/helm/v$major/internal/version.version=$HELM_VERSION" \
       "helm.sh/helm/v$major/cmd/helm@$HELM_VERSION" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
