@@ -27,9 +27,7 @@ pub fn analyze(pods: &[Pod], events: &[Event], cfg: &Config) -> Result<Vec<Analy
     for pod in pods {
         let facts = pod_facts(pod)?;
         let same = histories.iter_mut().find(|h| {
-            h.pod.namespace == facts.namespace
-                && h.pod.name == facts.name
-                && h.pod.uid == facts.uid
+            h.pod.namespace == facts.namespace && h.pod.name == facts.name && h.pod.uid == facts.uid
         });
         match same {
             Some(h) => h.observe(facts),

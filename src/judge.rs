@@ -93,7 +93,8 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Report>) -> Report
 fn keep_decided(checks: &mut Vec<Check>, violations: &mut Vec<Violation>, prev: &Report) -> usize {
     let mut kept = 0;
     for pc in prev.checks.iter().filter(|c| c.outcome.decided()) {
-        let same = |c: &&mut Check| c.rule == pc.rule && c.containers == pc.containers && c.at == pc.at;
+        let same =
+            |c: &&mut Check| c.rule == pc.rule && c.containers == pc.containers && c.at == pc.at;
         match checks.iter_mut().find(same) {
             Some(c) if !c.outcome.decided() => *c = pc.clone(),
             Some(_) => {}
@@ -114,7 +115,7 @@ fn keep_decided(checks: &mut Vec<Check>, violations: &mut Vec<Violation>, prev: 
     kept
 }
 
-fn counted<'c>(checks: &'c [Check], phase: Phase) -> impl Iterator<Item = &'c Check> {
+fn counted(checks: &[Check], phase: Phase) -> impl Iterator<Item = &Check> {
     checks
         .iter()
         .filter(move |c| c.rule.phase() == phase && c.rule.severity() == Severity::Error)
@@ -139,11 +140,19 @@ fn settled(checks: &[Check], phase: Phase, none: Verdict) -> Verdict {
     if any { Verdict::Verified } else { none }
 }
 
-fn startup_verdict(v: &View, checks: &[Check], violations: &[Violation], prev: Option<&Report>) -> Verdict {
+fn startup_verdict(
+    v: &View,
+    checks: &[Check],
+    violations: &[Violation],
+    prev: Option<&Report>,
+) -> Verdict {
     if has_error(violations, Phase::Startup) {
         return Verdict::Violated;
     }
-    let app_started = v.indices(crate::model::Role::App).iter().any(|&a| v.lines[a].earliest_start().is_some());
+    let app_started = v
+        .indices(crate::model::Role::App)
+        .iter()
+        .any(|&a| v.lines[a].earliest_start().is_some());
     if app_started {
         // Apps ran: a startup happened, even when its first runs are gone.
         // Hidden earlier runs of an app (or of a sidecar below another) may

@@ -291,7 +291,10 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
     // "Startup probe errored and resulted in unknown state": the kubelet
     // discards errored results (seen on a stopping container); not a failure.
     if reason == EventReason::Unhealthy
-        && ev.message.as_deref().is_some_and(|m| m.contains("probe errored"))
+        && ev
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("probe errored"))
     {
         return EventFit::Unused;
     }

@@ -119,7 +119,9 @@ impl History {
         if reset {
             self.reset_pending = true;
         }
-        if self.reset_pending && let Some(m) = unseen_start {
+        if self.reset_pending
+            && let Some(m) = unseen_start
+        {
             self.resets.push(m);
             self.reset_pending = false;
         }

@@ -123,7 +123,10 @@ impl Line {
 
     /// The run the status calls current, when it has ended.
     pub fn final_end(&self) -> Option<&RunView> {
-        self.runs.iter().rev().find(|r| !r.from_event && r.end.is_some() && !r.running)
+        self.runs
+            .iter()
+            .rev()
+            .find(|r| !r.from_event && r.end.is_some() && !r.running)
     }
 
     pub fn earliest_start(&self) -> Option<Moment> {
@@ -274,7 +277,8 @@ pub fn build(h: &History) -> View<'_> {
             (Some(i), EventReason::Unhealthy) => {
                 let kind = e.probe.unwrap_or(ProbeKind::Unknown);
                 let line = &mut lines[i];
-                line.spans.sort_by_key(|(k, f, l)| (*k, f.sort_key(), l.sort_key()));
+                line.spans
+                    .sort_by_key(|(k, f, l)| (*k, f.sort_key(), l.sort_key()));
                 match line.probes.iter_mut().find(|p| p.kind == kind) {
                     Some(p) => {
                         p.count = p.count.saturating_add(e.count);
@@ -406,20 +410,20 @@ pub fn build(h: &History) -> View<'_> {
             .iter()
             .filter(|r| r.in_status && r.started.is_some())
             .count() as u64;
-        let complete = status_runs >= u64::from(c.restarts) + 1;
+        let complete = status_runs > u64::from(c.restarts);
         let line = &mut lines[i];
         let mut prev_gen: Option<usize> = None;
         let mut earliest_status = true;
         for k in 0..line.runs.len() {
             let g = line.runs[k].start.map(|s| generation(&boundaries, &s));
             line.runs[k].generation = g;
-            let status_run = !line.runs[k].from_event && c.runs.iter().any(|r| {
-                r.in_status && r.started.map(|m| m.secs) == line.runs[k].start.map(|m| m.secs)
-            });
+            let status_run = !line.runs[k].from_event
+                && c.runs.iter().any(|r| {
+                    r.in_status && r.started.map(|m| m.secs) == line.runs[k].start.map(|m| m.secs)
+                });
             if status_run && line.runs[k].start.is_some() {
                 let first = complete
-                    && (earliest_status
-                        || matches!((prev_gen, g), (Some(p), Some(g)) if p < g));
+                    && (earliest_status || matches!((prev_gen, g), (Some(p), Some(g)) if p < g));
                 line.runs[k].first_in_sandbox = first;
                 earliest_status = false;
             }
@@ -518,7 +522,9 @@ fn termination(pod: &PodFacts, lines: &[Line]) -> Option<Termination> {
         {
             let deadline = Moment {
                 secs: k.secs.saturating_add(pod.grace_secs),
-                nanos: k.nanos.map(|n| n.saturating_add(pod.grace_secs.saturating_mul(1_000_000_000))),
+                nanos: k
+                    .nanos
+                    .map(|n| n.saturating_add(pod.grace_secs.saturating_mul(1_000_000_000))),
                 ..k
             };
             return Some(Termination {

@@ -22,7 +22,11 @@ fn check(cx: &mut Ctx) {
                 cx.record(DEF.rule, &[s, a], r.start.as_ref(), &j.decision);
                 if j.decision.outcome == Outcome::Violated {
                     let msg = if j.never_started {
-                        format!("app container {} started but sidecar {} never did", cx.name(a), cx.name(s))
+                        format!(
+                            "app container {} started but sidecar {} never did",
+                            cx.name(a),
+                            cx.name(s)
+                        )
                     } else if j.probe_gate {
                         format!(
                             "app container {} started while the startup probe of sidecar {} was still failing",
@@ -30,10 +34,17 @@ fn check(cx: &mut Ctx) {
                             cx.name(s)
                         )
                     } else {
-                        format!("app container {} started before sidecar {}", cx.name(a), cx.name(s))
+                        format!(
+                            "app container {} started before sidecar {}",
+                            cx.name(a),
+                            cx.name(s)
+                        )
                     };
                     let mut ev = j.evidence;
-                    ev.push(format!("decided by {}", j.decision.by.map_or("status", super::source_name)));
+                    ev.push(format!(
+                        "decided by {}",
+                        j.decision.by.map_or("status", super::source_name)
+                    ));
                     cx.violate(DEF.rule, &[s, a], msg, ev);
                 }
             }
@@ -65,7 +76,13 @@ mod tests {
         // only its new run (restart count 0), the app its old run in lastState.
         let p = pod(vec![
             container("proxy", Role::Sidecar, 0, 0, vec![run(100, None)]),
-            container("app", Role::App, 0, 1, vec![run(2, Some(90)), run(102, None)]),
+            container(
+                "app",
+                Role::App,
+                0,
+                1,
+                vec![run(2, Some(90)), run(102, None)],
+            ),
         ]);
         let r = judged(p, &[]);
         assert_ne!(r.startup, Verdict::Violated, "{r:#?}");
@@ -76,7 +93,13 @@ mod tests {
     fn node_reboot_with_a_sandbox_changed_event_verifies_the_new_generation() {
         let mut p = pod(vec![
             container("proxy", Role::Sidecar, 0, 0, vec![run(100, None)]),
-            container("app", Role::App, 0, 1, vec![run(2, Some(90)), run(102, None)]),
+            container(
+                "app",
+                Role::App,
+                0,
+                1,
+                vec![run(2, Some(90)), run(102, None)],
+            ),
         ]);
         p.sandbox_ready = Some(Moment::status(T + 99));
         let ev = [

@@ -21,19 +21,27 @@ pub const DEF: RuleDef = RuleDef {
 fn check(cx: &mut Ctx) {
     let v = cx.v;
     for s in v.indices(Role::Sidecar) {
-        if !v.pod.containers[s].declares.readiness || v.lines[s].probe(ProbeKind::Readiness).is_none() {
+        if !v.pod.containers[s].declares.readiness
+            || v.lines[s].probe(ProbeKind::Readiness).is_none()
+        {
             continue;
         }
         for a in v.indices(Role::App) {
             for r in super::started_runs(v, a).filter(|r| !r.from_event) {
                 let t = r.start.expect("started");
-                let sidecar_run: Option<&RunView> = v.lines[s].runs.iter().find(|w| w.alive_at(&t) == Some(true));
+                let sidecar_run: Option<&RunView> = v.lines[s]
+                    .runs
+                    .iter()
+                    .find(|w| w.alive_at(&t) == Some(true));
                 let Some(w) = sidecar_run else {
                     cx.record(
                         DEF.rule,
                         &[s, a],
                         Some(&t),
-                        &Decision::indeterminate(format!("no run of {} known to be going on at the start", cx.name(s))),
+                        &Decision::indeterminate(format!(
+                            "no run of {} known to be going on at the start",
+                            cx.name(s)
+                        )),
                     );
                     continue;
                 };
@@ -53,14 +61,25 @@ fn check(cx: &mut Ctx) {
                 });
                 match (failed_before, failed_after) {
                     (Some((f1, b1)), Some((f2, b2))) => {
-                        cx.record(DEF.rule, &[s, a], Some(&t), &Decision::new(Outcome::Violated, Some(b1.max(b2))));
+                        cx.record(
+                            DEF.rule,
+                            &[s, a],
+                            Some(&t),
+                            &Decision::new(Outcome::Violated, Some(b1.max(b2))),
+                        );
                         let msg = format!(
                             "app container {} started while sidecar {} was not ready (its readiness probe was failing)",
                             cx.name(a),
                             cx.name(s)
                         );
                         let ev = vec![
-                            format!("{} readiness probe failed at {} and again at {}, in its run that started at {}", cx.name(s), at(&f1), at(&f2), at(&w.start.expect("started"))),
+                            format!(
+                                "{} readiness probe failed at {} and again at {}, in its run that started at {}",
+                                cx.name(s),
+                                at(&f1),
+                                at(&f2),
+                                at(&w.start.expect("started"))
+                            ),
                             format!("{} started at {}", cx.name(a), at(&t)),
                             format!(
                                 "failure before the start decided by {}; failure at or after it decided by {}",
@@ -70,14 +89,25 @@ fn check(cx: &mut Ctx) {
                         ];
                         cx.violate(DEF.rule, &[s, a], msg, ev);
                     }
-                    (None, _) if fails.iter().all(|f| matches!(before(&t, f), Before::Yes(_))) => {
-                        cx.record(DEF.rule, &[s, a], Some(&t), &Decision::new(Outcome::Verified, None));
+                    (None, _)
+                        if fails
+                            .iter()
+                            .all(|f| matches!(before(&t, f), Before::Yes(_))) =>
+                    {
+                        cx.record(
+                            DEF.rule,
+                            &[s, a],
+                            Some(&t),
+                            &Decision::new(Outcome::Verified, None),
+                        );
                     }
                     _ => cx.record(
                         DEF.rule,
                         &[s, a],
                         Some(&t),
-                        &Decision::indeterminate("readiness failures too close to the app's start to order"),
+                        &Decision::indeterminate(
+                            "readiness failures too close to the app's start to order",
+                        ),
                     ),
                 }
             }
@@ -102,9 +132,21 @@ mod tests {
             container("proxy", Role::Sidecar, 0, 0, vec![run(1, None)]),
             container("app", Role::App, 0, 0, vec![run(10, None)]),
         ]));
-        let ev = [event("p.1", Some(0), EventReason::Unhealthy, Some(ProbeKind::Readiness), 5, 20, 4)];
+        let ev = [event(
+            "p.1",
+            Some(0),
+            EventReason::Unhealthy,
+            Some(ProbeKind::Readiness),
+            5,
+            20,
+            4,
+        )];
         let r = judged(p, &ev);
-        let v = r.violations.iter().find(|v| v.rule == Rule::AppStartedBeforeSidecarReady).expect("warning");
+        let v = r
+            .violations
+            .iter()
+            .find(|v| v.rule == Rule::AppStartedBeforeSidecarReady)
+            .expect("warning");
         assert_eq!(v.severity, Severity::Warning);
     }
 
@@ -112,10 +154,24 @@ mod tests {
     fn failures_of_a_later_run_do_not_count() {
         // The proxy ran 1..30 without failing; its second run failed at 40 and 50.
         let p = with_readiness(pod(vec![
-            container("proxy", Role::Sidecar, 0, 1, vec![run(1, Some(30)), run(35, None)]),
+            container(
+                "proxy",
+                Role::Sidecar,
+                0,
+                1,
+                vec![run(1, Some(30)), run(35, None)],
+            ),
             container("app", Role::App, 0, 0, vec![run(10, None)]),
         ]));
-        let ev = [event("p.1", Some(0), EventReason::Unhealthy, Some(ProbeKind::Readiness), 40, 50, 2)];
+        let ev = [event(
+            "p.1",
+            Some(0),
+            EventReason::Unhealthy,
+            Some(ProbeKind::Readiness),
+            40,
+            50,
+            2,
+        )];
         let r = judged(p, &ev);
         assert!(r.violations.is_empty(), "{r:#?}");
     }

@@ -53,7 +53,9 @@ pub fn def(rule: Rule) -> &'static RuleDef {
 
 /// The README's rule table, generated from the definitions.
 pub fn markdown_table() -> String {
-    let mut s = String::from("| rule | severity | phase | promise and when it applies |\n| --- | --- | --- | --- |\n");
+    let mut s = String::from(
+        "| rule | severity | phase | promise and when it applies |\n| --- | --- | --- | --- |\n",
+    );
     for d in TABLE {
         s.push_str(&format!(
             "| `{}` | {:?} | {:?} | {} |\n",
@@ -137,7 +139,13 @@ impl<'a> Ctx<'a> {
 
     /// Records a check of `rule` between containers (the one expected first
     /// first), about the moment `when`.
-    pub fn record(&mut self, rule: Rule, containers: &[usize], when: Option<&Moment>, d: &Decision) {
+    pub fn record(
+        &mut self,
+        rule: Rule,
+        containers: &[usize],
+        when: Option<&Moment>,
+        d: &Decision,
+    ) {
         self.checks.push(Check {
             rule,
             containers: containers
@@ -151,7 +159,13 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    pub fn violate(&mut self, rule: Rule, containers: &[usize], message: String, evidence: Vec<String>) {
+    pub fn violate(
+        &mut self,
+        rule: Rule,
+        containers: &[usize],
+        message: String,
+        evidence: Vec<String>,
+    ) {
         let v = Violation {
             rule,
             severity: rule.severity(),
@@ -162,7 +176,11 @@ impl<'a> Ctx<'a> {
             message,
             evidence,
         };
-        if !self.violations.iter().any(|o| o.rule == v.rule && o.containers == v.containers) {
+        if !self
+            .violations
+            .iter()
+            .any(|o| o.rule == v.rule && o.containers == v.containers)
+        {
             self.violations.push(v);
         }
     }
@@ -196,7 +214,13 @@ pub(crate) mod test_support {
         }
     }
 
-    pub fn container(name: &str, role: Role, index: u16, restarts: u32, mut runs: Vec<Run>) -> ContainerFacts {
+    pub fn container(
+        name: &str,
+        role: Role,
+        index: u16,
+        restarts: u32,
+        mut runs: Vec<Run>,
+    ) -> ContainerFacts {
         let state = match runs.last() {
             None => StateKind::Waiting,
             Some(r) if r.finished.is_some() => StateKind::Terminated,
@@ -239,7 +263,15 @@ pub(crate) mod test_support {
         judge_history(&History::of(p, events), &Config::default(), None)
     }
 
-    pub fn event(key: &str, container: Option<usize>, reason: EventReason, probe: Option<ProbeKind>, first: i64, last: i64, count: u32) -> EventFact {
+    pub fn event(
+        key: &str,
+        container: Option<usize>,
+        reason: EventReason,
+        probe: Option<ProbeKind>,
+        first: i64,
+        last: i64,
+        count: u32,
+    ) -> EventFact {
         EventFact {
             key: key.into(),
             container,

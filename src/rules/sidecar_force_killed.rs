@@ -39,7 +39,12 @@ fn check(cx: &mut Ctx) {
     match spender {
         Some((i, r)) => {
             let end = r.end.expect("ended");
-            cx.record(DEF.rule, &[i], Some(&end), &Decision::new(Outcome::Violated, Some(Source::StatusSeconds)));
+            cx.record(
+                DEF.rule,
+                &[i],
+                Some(&end),
+                &Decision::new(Outcome::Violated, Some(Source::StatusSeconds)),
+            );
             let msg = format!(
                 "{} was still running at the end of the {}s grace period and was killed; the sidecars still running then were stopped together",
                 cx.name(i),
@@ -59,7 +64,12 @@ fn check(cx: &mut Ctx) {
         None => {
             for s in v.indices(Role::Sidecar) {
                 if let Some(end) = v.lines[s].final_end().and_then(|r| r.end) {
-                    cx.record(DEF.rule, &[s], Some(&end), &Decision::new(Outcome::Verified, Some(Source::StatusSeconds)));
+                    cx.record(
+                        DEF.rule,
+                        &[s],
+                        Some(&end),
+                        &Decision::new(Outcome::Verified, Some(Source::StatusSeconds)),
+                    );
                 }
             }
         }
@@ -79,9 +89,16 @@ mod tests {
             container("app", Role::App, 0, 0, vec![run(3, Some(105))]),
         ]);
         p.containers[1].runs[0].exit_code = Some(137);
-        p.deletion = Some(Deletion { deadline_secs: T + 105, grace_secs: 5 });
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 105,
+            grace_secs: 5,
+        });
         let r = judged(p, &[]);
-        let v = r.violations.iter().find(|v| v.rule == Rule::SidecarForceKilled).expect("warning");
+        let v = r
+            .violations
+            .iter()
+            .find(|v| v.rule == Rule::SidecarForceKilled)
+            .expect("warning");
         assert_eq!(v.containers, vec!["app".to_string()]);
         assert!(v.message.contains("5s grace period"), "{}", v.message);
     }

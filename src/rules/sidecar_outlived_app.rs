@@ -19,7 +19,9 @@ pub const DEF: RuleDef = RuleDef {
 
 fn check(cx: &mut Ctx) {
     let v = cx.v;
-    let Some(term) = v.termination.filter(|t| t.job) else { return };
+    let Some(term) = v.termination.filter(|t| t.job) else {
+        return;
+    };
     let last = term.start;
     let allowed = term.grace_secs.saturating_add(cx.cfg.outlive_secs);
     let limit = last.secs.saturating_add(allowed);
@@ -35,8 +37,17 @@ fn check(cx: &mut Ctx) {
         }
         let late = end - last.secs;
         let ok = late <= allowed;
-        let outcome = if ok { Outcome::Verified } else { Outcome::Violated };
-        cx.record(DEF.rule, &[s], Some(&last), &Decision::new(outcome, Some(Source::StatusSeconds)));
+        let outcome = if ok {
+            Outcome::Verified
+        } else {
+            Outcome::Violated
+        };
+        cx.record(
+            DEF.rule,
+            &[s],
+            Some(&last),
+            &Decision::new(outcome, Some(Source::StatusSeconds)),
+        );
         if !ok {
             let (msg, seen) = if ended {
                 (
@@ -80,7 +91,12 @@ mod tests {
         p.restart_policy = RestartPolicy::Never;
         p.containers[0].runs[0].exit_code = Some(137);
         let r = judged(p, &[]);
-        assert!(r.violations.iter().all(|v| v.rule != Rule::SidecarOutlivedApp), "{r:#?}");
+        assert!(
+            r.violations
+                .iter()
+                .all(|v| v.rule != Rule::SidecarOutlivedApp),
+            "{r:#?}"
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ fn check(cx: &mut Ctx) {
             cx.record(DEF.rule, &[up, lo], r.start.as_ref(), &j.decision);
             if j.decision.outcome == Outcome::Violated {
                 let msg = if j.never_started {
-                    format!("sidecar {} started but the sidecar above it, {}, never did", cx.name(lo), cx.name(up))
+                    format!(
+                        "sidecar {} started but the sidecar above it, {}, never did",
+                        cx.name(lo),
+                        cx.name(up)
+                    )
                 } else if j.probe_gate {
                     format!(
                         "sidecar {} started while the startup probe of the sidecar above it, {}, was still failing",
@@ -32,10 +36,17 @@ fn check(cx: &mut Ctx) {
                         cx.name(up)
                     )
                 } else {
-                    format!("sidecar {} started before the sidecar above it, {}", cx.name(lo), cx.name(up))
+                    format!(
+                        "sidecar {} started before the sidecar above it, {}",
+                        cx.name(lo),
+                        cx.name(up)
+                    )
                 };
                 let mut ev = j.evidence;
-                ev.push(format!("decided by {}", j.decision.by.map_or("status", super::source_name)));
+                ev.push(format!(
+                    "decided by {}",
+                    j.decision.by.map_or("status", super::source_name)
+                ));
                 cx.violate(DEF.rule, &[up, lo], msg, ev);
             }
         }
@@ -57,7 +68,11 @@ mod tests {
         ]);
         let r = judged(p, &[]);
         assert_eq!(r.startup, Verdict::Violated, "{r:#?}");
-        assert!(r.violations.iter().any(|v| v.rule == Rule::SidecarStartOrder));
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.rule == Rule::SidecarStartOrder)
+        );
     }
 
     #[test]
@@ -65,7 +80,13 @@ mod tests {
         // s2 restarted at 20 while s1 ran since 1: s1 spans both of s2's runs.
         let p = pod(vec![
             container("s1", Role::Sidecar, 0, 0, vec![run(1, None)]),
-            container("s2", Role::Sidecar, 1, 1, vec![run(2, Some(19)), run(20, None)]),
+            container(
+                "s2",
+                Role::Sidecar,
+                1,
+                1,
+                vec![run(2, Some(19)), run(20, None)],
+            ),
             container("app", Role::App, 0, 0, vec![run(3, None)]),
         ]);
         let r = judged(p, &[]);

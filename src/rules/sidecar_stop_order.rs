@@ -54,9 +54,15 @@ fn check(cx: &mut Ctx) {
             continue;
         };
         let d = if let Some(a) = grace_spent_by_app {
-            Decision::not_applicable(format!("app container {} spent the grace period; the sidecars were then stopped together", cx.name(a)))
+            Decision::not_applicable(format!(
+                "app container {} spent the grace period; the sidecars were then stopped together",
+                cx.name(a)
+            ))
         } else if !matches!(before(&el, &edge), Before::Yes(_)) {
-            Decision::not_applicable(format!("{} stopped only at the end of the grace period", cx.name(lo)))
+            Decision::not_applicable(format!(
+                "{} stopped only at the end of the grace period",
+                cx.name(lo)
+            ))
         } else {
             match before(&eu, &el) {
                 Before::Yes(_) if !(up_sure && lo_sure) => Decision::indeterminate(format!(
@@ -78,7 +84,9 @@ fn check(cx: &mut Ctx) {
                     Decision::new(Outcome::Violated, Some(by))
                 }
                 Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
-                Before::Unknown => Decision::indeterminate("both ended within the same second and no finer source orders them"),
+                Before::Unknown => Decision::indeterminate(
+                    "both ended within the same second and no finer source orders them",
+                ),
             }
         };
         cx.record(DEF.rule, &[lo, up], Some(&eu), &d);
@@ -97,7 +105,10 @@ mod tests {
             container("s2", Role::Sidecar, 1, 0, vec![run(2, Some(s2_end))]),
             container("app", Role::App, 0, 0, vec![run(3, Some(app_end))]),
         ]);
-        p.deletion = Some(Deletion { deadline_secs: T + 105, grace_secs: 5 });
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 105,
+            grace_secs: 5,
+        });
         if app_end >= 105 {
             p.containers[2].runs[0].exit_code = Some(137);
         }
@@ -118,6 +129,11 @@ mod tests {
         // deadline; both sidecars then exited on SIGTERM in the same second.
         let r = deleted(106, 106, 105);
         assert!(r.errors().next().is_none(), "{r:#?}");
-        assert!(r.violations.iter().any(|v| v.rule == Rule::SidecarForceKilled), "{r:#?}");
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.rule == Rule::SidecarForceKilled),
+            "{r:#?}"
+        );
     }
 }

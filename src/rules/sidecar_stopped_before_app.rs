@@ -57,12 +57,25 @@ fn check(cx: &mut Ctx) {
                     (Some(q), _) => (*q, is_sure),
                     (None, Some(q)) => (q, false),
                     (None, None) => {
-                        cx.record(DEF.rule, &[a, s], Some(&end), &Decision::not_applicable(format!("{} was not running when the termination started", cx.name(a))));
+                        cx.record(
+                            DEF.rule,
+                            &[a, s],
+                            Some(&end),
+                            &Decision::not_applicable(format!(
+                                "{} was not running when the termination started",
+                                cx.name(a)
+                            )),
+                        );
                         continue;
                     }
                 };
                 let in_grace = matches!(before(&end, &edge), Before::Yes(_));
-                let at_deadline = || Decision::not_applicable(format!("{} stopped at the end of the grace period, when the kubelet stops what is left together", cx.name(s)));
+                let at_deadline = || {
+                    Decision::not_applicable(format!(
+                        "{} stopped at the end of the grace period, when the kubelet stops what is left together",
+                        cx.name(s)
+                    ))
+                };
                 let unsure = || {
                     Decision::indeterminate(format!(
                         "not known whether {} and {} were still running when the termination began",
@@ -82,15 +95,31 @@ fn check(cx: &mut Ctx) {
                             cx.name(s),
                             cx.name(a)
                         );
-                        cx.violate(DEF.rule, &[a, s], msg, vec![format!("{} terminated at {} (exit code {})", cx.name(s), at(&end), r.exit_code.map_or("?".into(), |c| c.to_string()))]);
+                        cx.violate(
+                            DEF.rule,
+                            &[a, s],
+                            msg,
+                            vec![format!(
+                                "{} terminated at {} (exit code {})",
+                                cx.name(s),
+                                at(&end),
+                                r.exit_code.map_or("?".into(), |c| c.to_string())
+                            )],
+                        );
                         continue;
                     }
-                    None => Decision::indeterminate(format!("the end of {} is not known", cx.name(a))),
+                    None => {
+                        Decision::indeterminate(format!("the end of {} is not known", cx.name(a)))
+                    }
                     Some(ae) => match before(&end, &ae) {
                         Before::Yes(_) | Before::Unknown if !in_grace => at_deadline(),
                         Before::Yes(_) if !is_sure => unsure(),
                         Before::Yes(by) => {
-                            let msg = format!("sidecar {} terminated before app container {}", cx.name(s), cx.name(a));
+                            let msg = format!(
+                                "sidecar {} terminated before app container {}",
+                                cx.name(s),
+                                cx.name(a)
+                            );
                             let ev = vec![
                                 format!("{} terminated at {}", cx.name(s), at(&end)),
                                 format!("{} terminated at {}", cx.name(a), at(&ae)),
@@ -100,7 +129,9 @@ fn check(cx: &mut Ctx) {
                             Decision::new(Outcome::Violated, Some(by))
                         }
                         Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
-                        Before::Unknown => Decision::indeterminate("both ended within the same second and no finer source orders them"),
+                        Before::Unknown => Decision::indeterminate(
+                            "both ended within the same second and no finer source orders them",
+                        ),
                     },
                 };
                 cx.record(DEF.rule, &[a, s], Some(&end), &d);
@@ -120,13 +151,26 @@ mod tests {
         // Deleted at 100 (grace 30); the proxy died at 103 and was restarted,
         // its new run ended after the app.
         let mut p = pod(vec![
-            container("proxy", Role::Sidecar, 0, 1, vec![run(1, Some(103)), run(104, Some(112))]),
+            container(
+                "proxy",
+                Role::Sidecar,
+                0,
+                1,
+                vec![run(1, Some(103)), run(104, Some(112))],
+            ),
             container("app", Role::App, 0, 0, vec![run(2, Some(110))]),
         ]);
-        p.deletion = Some(Deletion { deadline_secs: T + 130, grace_secs: 30 });
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 130,
+            grace_secs: 30,
+        });
         let r = judged(p, &[]);
         assert_eq!(r.shutdown, Verdict::Violated, "{r:#?}");
-        assert!(r.violations.iter().any(|v| v.rule == Rule::SidecarStoppedBeforeApp));
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.rule == Rule::SidecarStoppedBeforeApp)
+        );
     }
 
     #[test]
@@ -135,7 +179,10 @@ mod tests {
             container("proxy", Role::Sidecar, 0, 0, vec![run(1, Some(130))]),
             container("app", Role::App, 0, 0, vec![run(2, Some(131))]),
         ]);
-        p.deletion = Some(Deletion { deadline_secs: T + 130, grace_secs: 30 });
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 130,
+            grace_secs: 30,
+        });
         let r = judged(p, &[]);
         assert!(r.errors().next().is_none(), "{r:#?}");
     }

@@ -51,7 +51,9 @@ fn gate_bound(v: &View, up: usize, r: &RunView) -> Option<Moment> {
         let hidden = v.lines[up]
             .spans
             .iter()
-            .filter(|(k, _, last)| *k == ProbeKind::Startup && !matches!(before(last, &start), Before::Yes(_)))
+            .filter(|(k, _, last)| {
+                *k == ProbeKind::Startup && !matches!(before(last, &start), Before::Yes(_))
+            })
             .map(|(_, _, last)| match r.end {
                 Some(end) if end.sort_key() < last.sort_key() => end,
                 _ => *last,
@@ -81,7 +83,11 @@ fn is_restart(v: &View, lo: usize, r: &RunView) -> bool {
     }
     let Some(start) = r.start else { return false };
     let earlier: Vec<&RunView> = started_runs(v, lo)
-        .filter(|q| !q.from_event && q.start.is_some_and(|s| matches!(before(&s, &start), Before::Yes(_))))
+        .filter(|q| {
+            !q.from_event
+                && q.start
+                    .is_some_and(|s| matches!(before(&s, &start), Before::Yes(_)))
+        })
         .collect();
     earlier.iter().any(|q| {
         (v.gens_trusted && q.generation.is_some() && q.generation == r.generation)
@@ -112,9 +118,12 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
     }
     // Verified: `up` was up, past its gate, when `lo`'s run started.
     for w in started_runs(v, up) {
-        let Some(gate) = gate_bound(v, up, w) else { continue };
+        let Some(gate) = gate_bound(v, up, w) else {
+            continue;
+        };
         if let Before::Yes(by) = before(&gate, &t)
-            && (w.alive_at(&t) == Some(true) || (v.gens_trusted && w.generation.is_some() && w.generation == r.generation))
+            && (w.alive_at(&t) == Some(true)
+                || (v.gens_trusted && w.generation.is_some() && w.generation == r.generation))
         {
             return plain(Decision::new(Outcome::Verified, Some(by)));
         }
@@ -130,7 +139,11 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
                 decision: Decision::new(Outcome::Violated, Some(by)),
                 evidence: vec![
                     format!("{} started at {}", name(lo), at(&t)),
-                    format!("{} started at {} (its first run in this sandbox)", name(up), at(&ws)),
+                    format!(
+                        "{} started at {} (its first run in this sandbox)",
+                        name(up),
+                        at(&ws)
+                    ),
                     format!("{} was still running when {} started", name(lo), name(up)),
                 ],
                 probe_gate: false,
@@ -160,10 +173,7 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
     }
     // Violated: `up` never ran, and `lo` runs now.
     let c = &v.pod.containers[up];
-    if r.running
-        && c.state == StateKind::Waiting
-        && c.restarts == 0
-        && v.lines[up].runs.is_empty()
+    if r.running && c.state == StateKind::Waiting && c.restarts == 0 && v.lines[up].runs.is_empty()
     {
         return StartJudgement {
             decision: Decision::new(Outcome::Violated, None),
