@@ -283,3 +283,27 @@ pub(crate) mod test_support {
         }
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The README's rule table is generated from the definitions:
+    /// `UPDATE_README=1 cargo test --lib readme` rewrites it.
+    #[test]
+    fn readme_rule_table_is_generated_from_the_rules() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- rules:begin -->\n", "<!-- rules:end -->");
+        let a = text.find(begin).expect("README has the rules:begin marker") + begin.len();
+        let b = text.find(end).expect("README has the rules:end marker");
+        let table = super::markdown_table();
+        if std::env::var_os("UPDATE_README").is_some() {
+            std::fs::write(&path, format!("{}{}{}", &text[..a], table, &text[b..])).unwrap();
+        } else {
+            assert_eq!(
+                &text[a..b],
+                table,
+                "README rule table is stale: UPDATE_README=1 cargo test --lib readme"
+            );
+        }
+    }
+}
