@@ -71,7 +71,7 @@ pub struct AnalyzeArgs {
     pub pod_name: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
+    /// Seconds beyond the pod's grace period a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub outlive_seconds: i64,
 }
@@ -263,7 +263,7 @@ pub struct RunArgs {
     /// ended first are deleted (a running pod's report is never deleted).
     #[arg(long, env = "SIDECAR_ORDER_MAX_REPORTS", default_value_t = 10_000)]
     pub max_reports: usize,
-    /// Seconds a sidecar may keep running after every app container exited (Never/OnFailure pods).
+    /// Seconds beyond the pod's grace period a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, env = "SIDECAR_ORDER_OUTLIVE_SECONDS", default_value_t = 30)]
     pub outlive_seconds: i64,
     /// Elect a leader through a coordination Lease; only the leader writes.

@@ -624,7 +624,8 @@ fn events_at(sim: &Sim, now: i64, delay: i64, expired_before: i64) -> Vec<EventF
                 return None;
             }
             Some(EventFact {
-                key: format!("p.{k:x}.{first:x}"),
+                // As the kubelet names them: `<pod>.<hex UnixNano>` (made unique).
+                key: format!("p-{k}.{:x}", first * 1_000_000),
                 container: e.container,
                 reason: e.reason?,
                 probe: e.probe,
@@ -793,4 +794,144 @@ fn completeness_an_injected_misordering_is_never_verified() {
         assert!(*n > 100, "injection {k}: only {n} judged");
     }
     eprintln!("completeness: judged {judged:?}, Violated {caught:?} (the rest Indeterminate)");
+}
+
+// ---------------------------------------------------------------------------
+// The same histories through the controller's store: Pod and Event objects
+// as the watch delivers them.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use serde_json::{Value, json};
+use sidecar_order::controller::store::Store;
+use sidecar_order::time::rfc3339;
+
+fn status_json(c: &ContainerFacts) -> Value {
+    let term = |r: &Run| {
+        json!({"terminated": {
+            "exitCode": r.exit_code.unwrap_or(0),
+            "startedAt": r.started.map(|m| rfc3339(m.secs)),
+            "finishedAt": r.finished.map(|m| rfc3339(m.secs)),
+        }})
+    };
+    let current = c.runs.iter().rev().find(|r| r.current);
+    let last = c.runs.iter().rev().find(|r| !r.current && r.in_status);
+    let state = match (c.state, current) {
+        (StateKind::Running, Some(r)) => {
+            json!({"running": {"startedAt": r.started.map(|m| rfc3339(m.secs))}})
+        }
+        (StateKind::Terminated, Some(r)) => term(r),
+        _ => json!({"waiting": {"reason": "PodInitializing"}}),
+    };
+    json!({
+        "name": c.name, "image": "i", "imageID": "", "ready": false,
+        "restartCount": c.restarts, "state": state,
+        "lastState": last.map_or(json!({}), term),
+    })
+}
+
+fn pod_json(p: &PodFacts) -> Pod {
+    let spec_of = |c: &ContainerFacts| {
+        let mut v = json!({"name": c.name, "image": "i"});
+        if c.role == Role::Sidecar {
+            v["restartPolicy"] = json!("Always");
+        }
+        if c.declares.startup {
+            v["startupProbe"] = json!({"exec": {"command": ["true"]}});
+        }
+        v
+    };
+    let of = |app: bool| {
+        p.containers
+            .iter()
+            .filter(move |c| (c.role == Role::App) == app)
+    };
+    let mut meta = json!({"name": p.name, "namespace": p.namespace, "uid": p.uid});
+    if let Some(d) = p.deletion {
+        meta["deletionTimestamp"] = json!(rfc3339(d.deadline_secs));
+        meta["deletionGracePeriodSeconds"] = json!(d.grace_secs);
+    }
+    let mut status = json!({
+        "phase": if p.finished_phase { "Succeeded" } else { "Running" },
+        "initContainerStatuses": of(false).map(status_json).collect::<Vec<_>>(),
+        "containerStatuses": of(true).map(status_json).collect::<Vec<_>>(),
+    });
+    if let Some(m) = p.sandbox_ready {
+        status["conditions"] = json!([{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": rfc3339(m.secs)}]);
+    }
+    serde_json::from_value(json!({
+        "metadata": meta,
+        "spec": {
+            "restartPolicy": match p.restart_policy { RestartPolicy::Always => "Always", RestartPolicy::Never => "Never", RestartPolicy::OnFailure => "OnFailure" },
+            "terminationGracePeriodSeconds": p.grace_secs,
+            "initContainers": of(false).map(spec_of).collect::<Vec<_>>(),
+            "containers": of(true).map(spec_of).collect::<Vec<_>>(),
+        },
+        "status": status,
+    }))
+    .expect("a valid Pod")
+}
+
+fn event_json(p: &PodFacts, e: &EventFact) -> Event {
+    let mut obj = json!({"kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid});
+    if let Some(i) = e.container {
+        let c = &p.containers[i];
+        let list = if c.role == Role::App {
+            "spec.containers"
+        } else {
+            "spec.initContainers"
+        };
+        obj["fieldPath"] = json!(format!("{list}{{{}}}", c.name));
+    }
+    let message = match e.probe {
+        Some(ProbeKind::Startup) => "Startup probe failed: no",
+        _ => "",
+    };
+    serde_json::from_value(json!({
+        "metadata": {"name": e.key, "namespace": p.namespace},
+        "involvedObject": obj,
+        "reason": format!("{:?}", e.reason),
+        "message": message,
+        "count": e.count,
+        "firstTimestamp": rfc3339(e.first.secs),
+        "lastTimestamp": rfc3339(e.last.secs),
+    }))
+    .expect("a valid Event")
+}
+
+#[test]
+fn soundness_through_the_controllers_store() {
+    let mut histories = 0;
+    let mut updates = 0;
+    for seed in 0..cases() / 5 {
+        let Some(sim) = simulate(seed, 0) else {
+            continue;
+        };
+        histories += 1;
+        let mut rng = Rng(seed ^ 0x5151_7A7A | 1);
+        let mut store = Store::new(Config::default());
+        let mut now = sim.sandboxes[0];
+        let mut sent: Vec<EventFact> = Vec::new();
+        while now <= sim.end + 1000 {
+            let snap = snapshot(&sim, now);
+            let mut out = store.pod_applied(&pod_json(&snap), now.div_euclid(1000));
+            let evs = events_at(&sim, now, rng.range(0, 3000), i64::MIN);
+            for e in &evs {
+                if !sent.contains(e) {
+                    out.extend(store.event_applied(&event_json(&snap, e), now.div_euclid(1000)));
+                    sent.push(e.clone());
+                }
+            }
+            for u in &out {
+                updates += 1;
+                let errs = errors(&u.status.report);
+                assert!(
+                    errs.is_empty(),
+                    "seed {seed}: the store reported {errs:#?}\n{sim:#?}"
+                );
+            }
+            now += rng.range(200, 6000);
+        }
+    }
+    assert!(histories > 0);
+    eprintln!("store: {histories} histories, {updates} report updates");
 }
