@@ -44,8 +44,46 @@ pub fn judge(pod: &PodFacts, events: &[EventFact], cfg: &Config) -> Report {
     judge_history(&History::of(pod.clone(), events), cfg, None)
 }
 
-/// Judges a pod's history; `prev` is the last report of the same pod.
-pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Report>) -> Report {
+/// What later judgements of a pod keep of an earlier one (compact: the
+/// controller holds one per tracked pod): each decided check's identity and
+/// outcome, the violations, and the phase verdicts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decided {
+    checks: Box<[(u32, Outcome, Option<crate::time::Source>)]>,
+    violations: Box<[Violation]>,
+    startup: Option<Verdict>,
+    shutdown: Option<Verdict>,
+}
+
+/// A check's identity (rule, containers, moment), hashed to 32 bits: a pod
+/// has a few dozen checks at most, so a collision is negligible and costs
+/// only an outcome carried to the wrong Indeterminate check.
+fn check_key(c: &Check) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (c.rule, &c.containers, &c.at).hash(&mut h);
+    h.finish() as u32
+}
+
+impl Decided {
+    pub fn of(r: &Report) -> Decided {
+        Decided {
+            checks: r
+                .checks
+                .iter()
+                .filter(|c| c.outcome.decided())
+                .map(|c| (check_key(c), c.outcome, c.decided_by))
+                .collect(),
+            violations: r.violations.clone().into_boxed_slice(),
+            startup: Some(r.startup),
+            shutdown: Some(r.shutdown),
+        }
+    }
+}
+
+/// Judges a pod's history; `prev` is what an earlier judgement of the same
+/// pod decided.
+pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Decided>) -> Report {
     let v = view::build(h);
     let sidecars = h.pod.sidecar_count() as u32;
     let mut cx = Ctx {
@@ -73,7 +111,7 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Report>) -> Report
         let kept = keep_decided(&mut checks, &mut violations, prev);
         if kept > 0 {
             gaps.push(format!(
-                "{kept} decided checks kept from an earlier judgement of this pod (their evidence is no longer in the input)"
+                "{kept} checks keep the outcome an earlier judgement of this pod decided (their evidence is no longer in the input)"
             ));
         }
     }
@@ -81,27 +119,31 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Report>) -> Report
         (Verdict::Pending, Verdict::Pending)
     } else {
         (
-            startup_verdict(&v, &checks, &violations, prev),
-            shutdown_verdict(&v, &checks, &violations),
+            keep_verified(
+                startup_verdict(&v, &checks, &violations),
+                prev.and_then(|p| p.startup),
+            ),
+            keep_verified(
+                shutdown_verdict(&v, &checks, &violations),
+                prev.and_then(|p| p.shutdown),
+            ),
         )
     };
     report(&v, sidecars, gaps, checks, violations, startup, shutdown)
 }
 
-/// Carries the previous report's decided checks and violations over; the
-/// number of checks whose evidence is gone.
-fn keep_decided(checks: &mut Vec<Check>, violations: &mut Vec<Violation>, prev: &Report) -> usize {
+/// Carries an earlier judgement's decided outcomes and violations over;
+/// the number of checks whose evidence is gone.
+fn keep_decided(checks: &mut [Check], violations: &mut Vec<Violation>, prev: &Decided) -> usize {
     let mut kept = 0;
-    for pc in prev.checks.iter().filter(|c| c.outcome.decided()) {
-        let same =
-            |c: &&mut Check| c.rule == pc.rule && c.containers == pc.containers && c.at == pc.at;
-        match checks.iter_mut().find(same) {
-            Some(c) if !c.outcome.decided() => *c = pc.clone(),
-            Some(_) => {}
-            None => {
-                checks.push(pc.clone());
-                kept += 1;
-            }
+    for c in checks.iter_mut() {
+        if !c.outcome.decided()
+            && let Some((_, outcome, by)) = prev.checks.iter().find(|(k, ..)| *k == check_key(c))
+        {
+            c.outcome = *outcome;
+            c.decided_by = *by;
+            c.why = None;
+            kept += 1;
         }
     }
     for pv in &prev.violations {
@@ -113,6 +155,16 @@ fn keep_decided(checks: &mut Vec<Check>, violations: &mut Vec<Violation>, prev: 
         }
     }
     kept
+}
+
+/// A phase once Verified stays Verified when its evidence is gone.
+fn keep_verified(new: Verdict, prev: Option<Verdict>) -> Verdict {
+    match (prev, new) {
+        (Some(Verdict::Verified), Verdict::Indeterminate | Verdict::NotApplicable) => {
+            Verdict::Verified
+        }
+        _ => new,
+    }
 }
 
 fn counted(checks: &[Check], phase: Phase) -> impl Iterator<Item = &Check> {
@@ -140,12 +192,7 @@ fn settled(checks: &[Check], phase: Phase, none: Verdict) -> Verdict {
     if any { Verdict::Verified } else { none }
 }
 
-fn startup_verdict(
-    v: &View,
-    checks: &[Check],
-    violations: &[Violation],
-    prev: Option<&Report>,
-) -> Verdict {
+fn startup_verdict(v: &View, checks: &[Check], violations: &[Violation]) -> Verdict {
     if has_error(violations, Phase::Startup) {
         return Verdict::Violated;
     }
@@ -162,9 +209,7 @@ fn startup_verdict(
             .indices(crate::model::Role::App)
             .into_iter()
             .chain(sidecars.into_iter().skip(1))
-            .any(|i| v.lines[i].hidden_runs)
-            // ...unless an earlier judgement saw them.
-            && prev.is_none_or(|p| p.startup != Verdict::Verified);
+            .any(|i| v.lines[i].hidden_runs);
         match settled(checks, Phase::Startup, Verdict::Indeterminate) {
             Verdict::Verified if hidden => Verdict::Indeterminate,
             verdict => verdict,

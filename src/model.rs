@@ -132,8 +132,9 @@ pub struct PodFacts {
     /// Has a `status` at all.
     pub has_status: bool,
     /// When the current pod sandbox became ready: `lastTransitionTime` of the
-    /// `PodReadyToStartContainers` condition while it is True (kubelet 1.29+).
-    pub sandbox_ready: Option<Moment>,
+    /// `PodReadyToStartContainers` condition while it is True (kubelet 1.29+),
+    /// unix seconds of the status clock.
+    pub sandbox_ready: Option<i64>,
     pub containers: Vec<ContainerFacts>,
     /// The latest time any field of the pod mentions: a lower bound of "now"
     /// for saved output.

@@ -177,7 +177,7 @@ pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
             if let Some(t) = &c.last_transition_time {
                 latest = latest.max(secs(t));
                 if c.type_ == "PodReadyToStartContainers" && c.status == "True" {
-                    sandbox_ready = Some(Moment::status(secs(t)));
+                    sandbox_ready = Some(secs(t));
                 }
             }
         }

@@ -29,7 +29,7 @@ pub struct Moment {
     pub nanos: Option<i64>,
     /// Position in the order in which the controller saw status transitions
     /// (a monotonic counter of its own); only set for transitions it saw happen.
-    pub seen: Option<u64>,
+    pub seen: Option<u32>,
 }
 
 /// The source that decided a comparison.

@@ -31,7 +31,7 @@
 //! `KUBELET_MODEL_CASES=N` runs N histories (default 10,000 per property).
 
 use sidecar_order::engine::history::History;
-use sidecar_order::judge::{Config, judge_history};
+use sidecar_order::judge::{Config, Decided, judge_history};
 use sidecar_order::model::*;
 use sidecar_order::report::{Phase, Report, Severity, Verdict};
 use sidecar_order::time::Moment;
@@ -602,7 +602,7 @@ fn snapshot(sim: &Sim, now: i64) -> PodFacts {
                     .iter()
                     .filter(|&&s| s <= now)
                     .max()
-                    .map(|&s| moment_ms(s))
+                    .map(|&s| s.div_euclid(1000))
             })
             .flatten(),
         containers,
@@ -675,7 +675,7 @@ fn check_sound(seed: u64, sim: &Sim) -> Result<usize, String> {
         i64::MIN
     };
     let mut h: Option<History> = None;
-    let mut prev: Option<Report> = None;
+    let mut prev: Option<Decided> = None;
     let mut now = start + late_start;
     let mut judged = 0;
     while now <= sim.end + 1000 {
@@ -716,7 +716,7 @@ fn check_sound(seed: u64, sim: &Sim) -> Result<usize, String> {
                 now - start
             ));
         }
-        prev = Some(r);
+        prev = Some(Decided::of(&r));
         now += rng.range(200, 6000);
     }
     Ok(judged)
@@ -855,8 +855,8 @@ fn pod_json(p: &PodFacts) -> Pod {
         "initContainerStatuses": of(false).map(status_json).collect::<Vec<_>>(),
         "containerStatuses": of(true).map(status_json).collect::<Vec<_>>(),
     });
-    if let Some(m) = p.sandbox_ready {
-        status["conditions"] = json!([{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": rfc3339(m.secs)}]);
+    if let Some(secs) = p.sandbox_ready {
+        status["conditions"] = json!([{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": rfc3339(secs)}]);
     }
     serde_json::from_value(json!({
         "metadata": meta,

@@ -601,7 +601,7 @@ fn gen_moment() -> impl Strategy<Value = Moment> {
         0..20i64,
         prop::sample::select(vec![SecsFrom::Status, SecsFrom::Event]),
         prop::option::of(0..2_000_000_000i64),
-        prop::option::of(0..6u64),
+        prop::option::of(0..6u32),
     )
         .prop_map(|(s, from, nanos, seen)| Moment {
             secs: BASE + s,

@@ -9,7 +9,7 @@
 
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::engine::history::{History, MAX_EVENTS};
-use crate::judge::{Config, judge_history};
+use crate::judge::{Config, Decided, judge_history};
 use crate::model::ProbeKind;
 use crate::observe::{EventFit, event_fact, pod_facts};
 use crate::report::{Evidence, Report, Verdict, Violation};
@@ -106,7 +106,7 @@ struct Tracked {
     history: History,
     /// The decided checks and the violations of the last report (or of the
     /// stored one after a restart): what later judgements keep.
-    decided: Option<Box<Report>>,
+    decided: Option<Decided>,
     workload: Workload,
     digest: Digest,
     ended_at: Option<i64>,
@@ -303,7 +303,7 @@ impl Store {
                     Some(p) => (
                         Digest::from_status(&p.spec, &p.status),
                         secs_of(&p.status.pod_ended_at),
-                        Some(Box::new(decided_part(&p.status.report))),
+                        Some(Decided::of(&p.status.report)),
                     ),
                     None => (Digest::default(), None, None),
                 };
@@ -436,32 +436,14 @@ fn add_event(t: &mut Tracked, ev: &Event) -> bool {
     t.history.add_event(fact)
 }
 
-/// What later judgements must keep of a report: its decided checks and its
-/// violations (a compact copy).
-fn decided_part(r: &Report) -> Report {
-    Report {
-        checks: r
-            .checks
-            .iter()
-            .filter(|c| c.outcome.decided())
-            .cloned()
-            .collect(),
-        violations: r.violations.clone(),
-        gaps: Vec::new(),
-        probe_failures: Vec::new(),
-        containers: Vec::new(),
-        ..*r
-    }
-}
-
 /// Judges a tracked pod; an update when the report changed.
 fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
     let cfg = Config {
         now_secs: Some(now),
         ..*cfg
     };
-    let report = judge_history(&t.history, &cfg, t.decided.as_deref());
-    t.decided = Some(Box::new(decided_part(&report)));
+    let report = judge_history(&t.history, &cfg, t.decided.as_ref());
+    t.decided = Some(Decided::of(&report));
     let spec = ReportSpec {
         pod_name: t.history.pod.name.clone(),
         pod_uid: t.history.pod.uid.clone(),

@@ -30,7 +30,7 @@ pub struct History {
     /// observations: the earliest start the new statuses showed.
     pub resets: Vec<Moment>,
     reset_pending: bool,
-    seq: u64,
+    seq: u32,
 }
 
 impl History {
@@ -56,7 +56,7 @@ impl History {
 
     /// Merges a newer observation of the same pod.
     pub fn observe(&mut self, mut new: PodFacts) {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
         keep_shutdown_deadline(&self.pod, &mut new);
         let mut reset = false;
@@ -146,6 +146,8 @@ impl History {
                 changed
             }
             None => {
+                // Exact capacity: the controller holds one history per pod.
+                self.events.reserve_exact(1);
                 self.events.push(fact);
                 true
             }

@@ -316,8 +316,8 @@ pub fn build(h: &History) -> View<'_> {
             }
         }
     }
-    if let Some(m) = pod.sandbox_ready {
-        boundaries.push(m);
+    if let Some(secs) = pod.sandbox_ready {
+        boundaries.push(Moment::status(secs));
     }
     boundaries.extend(h.resets.iter().copied());
 

@@ -57,7 +57,6 @@ mod tests {
     use crate::model::{EventReason, Role};
     use crate::report::{Rule, Verdict};
     use crate::rules::test_support::*;
-    use crate::time::Moment;
 
     #[test]
     fn an_app_running_before_its_sidecar_started_is_violated() {
@@ -101,7 +100,7 @@ mod tests {
                 vec![run(2, Some(90)), run(102, None)],
             ),
         ]);
-        p.sandbox_ready = Some(Moment::status(T + 99));
+        p.sandbox_ready = Some(T + 99);
         let ev = [
             event("p.1", None, EventReason::SandboxChanged, None, 98, 98, 1),
             event("p.2", Some(0), EventReason::Started, None, 1, 1, 1),
