@@ -3,7 +3,7 @@
 
 use super::{Ctx, RuleDef, start};
 use crate::model::Role;
-use crate::report::{Outcome, Phase, Rule, Severity};
+use crate::report::{Phase, Rule, Severity};
 
 pub const DEF: RuleDef = RuleDef {
     rule: Rule::AppStartedBeforeSidecar,
@@ -13,41 +13,20 @@ pub const DEF: RuleDef = RuleDef {
     check,
 };
 
+const WORDS: start::Wording = start::Wording {
+    never: |s, a| format!("app container {a} started but sidecar {s} never did"),
+    probe: |s, a| {
+        format!(
+            "app container {a} started while the startup probe of sidecar {s} was still failing"
+        )
+    },
+    before: |s, a| format!("app container {a} started before sidecar {s}"),
+};
+
 fn check(cx: &mut Ctx) {
-    let v = cx.v;
-    for a in v.indices(Role::App) {
-        for s in v.indices(Role::Sidecar) {
-            for r in super::started_runs(v, a) {
-                let j = start::judge(v, s, a, r);
-                cx.record(DEF.rule, &[s, a], r.start.as_ref(), &j.decision);
-                if j.decision.outcome == Outcome::Violated {
-                    let msg = if j.never_started {
-                        format!(
-                            "app container {} started but sidecar {} never did",
-                            cx.name(a),
-                            cx.name(s)
-                        )
-                    } else if j.probe_gate {
-                        format!(
-                            "app container {} started while the startup probe of sidecar {} was still failing",
-                            cx.name(a),
-                            cx.name(s)
-                        )
-                    } else {
-                        format!(
-                            "app container {} started before sidecar {}",
-                            cx.name(a),
-                            cx.name(s)
-                        )
-                    };
-                    let mut ev = j.evidence;
-                    ev.push(format!(
-                        "decided by {}",
-                        j.decision.by.map_or("status", super::source_name)
-                    ));
-                    cx.violate(DEF.rule, &[s, a], msg, ev);
-                }
-            }
+    for a in cx.v.indices(Role::App) {
+        for s in cx.v.indices(Role::Sidecar) {
+            start::check_pair(cx, DEF.rule, s, a, &WORDS);
         }
     }
 }

@@ -186,6 +186,34 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The shutdown comparison both stop rules make: `late` must end after
+/// `early`. A violation (with both ends as evidence) when it ended first;
+/// Indeterminate when no source orders the two ends.
+pub fn ends_in_order(
+    cx: &mut Ctx,
+    rule: Rule,
+    (early, early_end): (usize, Moment),
+    (late, late_end): (usize, Moment),
+    message: impl FnOnce(&str, &str) -> String,
+) -> Decision {
+    match crate::time::before(&late_end, &early_end) {
+        crate::time::Before::Yes(by) => {
+            let ev = vec![
+                format!("{} terminated at {}", cx.name(late), at(&late_end)),
+                format!("{} terminated at {}", cx.name(early), at(&early_end)),
+                format!("decided by {}", source_name(by)),
+            ];
+            let msg = message(cx.name(early), cx.name(late));
+            cx.violate(rule, &[early, late], msg, ev);
+            Decision::new(Outcome::Violated, Some(by))
+        }
+        crate::time::Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
+        crate::time::Before::Unknown => Decision::indeterminate(
+            "both ended within the same second and no finer source orders them",
+        ),
+    }
+}
+
 /// The runs of a container that have a start, in order.
 pub fn started_runs<'v>(v: &'v View, i: usize) -> impl Iterator<Item = &'v RunView> {
     v.lines[i].runs.iter().filter(|r| r.start.is_some())

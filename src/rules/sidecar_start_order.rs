@@ -4,7 +4,7 @@
 
 use super::{Ctx, RuleDef, start};
 use crate::model::Role;
-use crate::report::{Outcome, Phase, Rule, Severity};
+use crate::report::{Phase, Rule, Severity};
 
 pub const DEF: RuleDef = RuleDef {
     rule: Rule::SidecarStartOrder,
@@ -14,42 +14,20 @@ pub const DEF: RuleDef = RuleDef {
     check,
 };
 
+const WORDS: start::Wording = start::Wording {
+    never: |up, lo| format!("sidecar {lo} started but the sidecar above it, {up}, never did"),
+    probe: |up, lo| {
+        format!(
+            "sidecar {lo} started while the startup probe of the sidecar above it, {up}, was still failing"
+        )
+    },
+    before: |up, lo| format!("sidecar {lo} started before the sidecar above it, {up}"),
+};
+
 fn check(cx: &mut Ctx) {
-    let v = cx.v;
-    let sidecars = v.indices(Role::Sidecar);
+    let sidecars = cx.v.indices(Role::Sidecar);
     for pair in sidecars.windows(2) {
-        let (up, lo) = (pair[0], pair[1]);
-        for r in super::started_runs(v, lo) {
-            let j = start::judge(v, up, lo, r);
-            cx.record(DEF.rule, &[up, lo], r.start.as_ref(), &j.decision);
-            if j.decision.outcome == Outcome::Violated {
-                let msg = if j.never_started {
-                    format!(
-                        "sidecar {} started but the sidecar above it, {}, never did",
-                        cx.name(lo),
-                        cx.name(up)
-                    )
-                } else if j.probe_gate {
-                    format!(
-                        "sidecar {} started while the startup probe of the sidecar above it, {}, was still failing",
-                        cx.name(lo),
-                        cx.name(up)
-                    )
-                } else {
-                    format!(
-                        "sidecar {} started before the sidecar above it, {}",
-                        cx.name(lo),
-                        cx.name(up)
-                    )
-                };
-                let mut ev = j.evidence;
-                ev.push(format!(
-                    "decided by {}",
-                    j.decision.by.map_or("status", super::source_name)
-                ));
-                cx.violate(DEF.rule, &[up, lo], msg, ev);
-            }
-        }
+        start::check_pair(cx, DEF.rule, pair[0], pair[1], &WORDS);
     }
 }
 

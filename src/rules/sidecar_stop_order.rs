@@ -4,9 +4,9 @@
 //! stopped together and their order is no promise.
 
 use super::sidecar_stopped_before_app::deadline_edge;
-use super::{Ctx, Decision, RuleDef, at, source_name};
+use super::{Ctx, Decision, RuleDef};
 use crate::model::Role;
-use crate::report::{Outcome, Phase, Rule, Severity};
+use crate::report::{Phase, Rule, Severity};
 use crate::time::{Before, before};
 
 pub const DEF: RuleDef = RuleDef {
@@ -69,24 +69,11 @@ fn check(cx: &mut Ctx) {
                     "not known whether {} was still running when the termination began",
                     cx.name(if up_sure { lo } else { up })
                 )),
-                Before::Yes(by) => {
-                    let msg = format!(
-                        "sidecar {} terminated before {}, which is below it in the manifest",
-                        cx.name(up),
-                        cx.name(lo)
-                    );
-                    let ev = vec![
-                        format!("{} terminated at {}", cx.name(up), at(&eu)),
-                        format!("{} terminated at {}", cx.name(lo), at(&el)),
-                        format!("decided by {}", source_name(by)),
-                    ];
-                    cx.violate(DEF.rule, &[lo, up], msg, ev);
-                    Decision::new(Outcome::Violated, Some(by))
-                }
-                Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
-                Before::Unknown => Decision::indeterminate(
-                    "both ended within the same second and no finer source orders them",
-                ),
+                _ => super::ends_in_order(cx, DEF.rule, (lo, el), (up, eu), |lo, up| {
+                    format!(
+                        "sidecar {up} terminated before {lo}, which is below it in the manifest"
+                    )
+                }),
             }
         };
         cx.record(DEF.rule, &[lo, up], Some(&eu), &d);

@@ -4,7 +4,7 @@
 //! started is judged, so a sidecar that died (and was restarted) during the
 //! shutdown is reported too.
 
-use super::{Ctx, Decision, RuleDef, at, source_name};
+use super::{Ctx, Decision, RuleDef, at};
 use crate::model::Role;
 use crate::report::{Outcome, Phase, Rule, Severity};
 use crate::time::{Before, Moment, before};
@@ -114,24 +114,9 @@ fn check(cx: &mut Ctx) {
                     Some(ae) => match before(&end, &ae) {
                         Before::Yes(_) | Before::Unknown if !in_grace => at_deadline(),
                         Before::Yes(_) if !is_sure => unsure(),
-                        Before::Yes(by) => {
-                            let msg = format!(
-                                "sidecar {} terminated before app container {}",
-                                cx.name(s),
-                                cx.name(a)
-                            );
-                            let ev = vec![
-                                format!("{} terminated at {}", cx.name(s), at(&end)),
-                                format!("{} terminated at {}", cx.name(a), at(&ae)),
-                                format!("decided by {}", source_name(by)),
-                            ];
-                            cx.violate(DEF.rule, &[a, s], msg, ev);
-                            Decision::new(Outcome::Violated, Some(by))
-                        }
-                        Before::No(by) => Decision::new(Outcome::Verified, Some(by)),
-                        Before::Unknown => Decision::indeterminate(
-                            "both ended within the same second and no finer source orders them",
-                        ),
+                        _ => super::ends_in_order(cx, DEF.rule, (a, ae), (s, end), |a, s| {
+                            format!("sidecar {s} terminated before app container {a}")
+                        }),
                     },
                 };
                 cx.record(DEF.rule, &[a, s], Some(&end), &d);

@@ -14,10 +14,11 @@
 //!   while `lo` runs now.
 //! - Anything else is `Indeterminate`.
 
-use super::{Decision, at, started_runs};
+use super::{Ctx, Decision, at, source_name, started_runs};
 use crate::engine::view::{RunView, View};
 use crate::model::{ProbeKind, StateKind};
 use crate::report::Outcome;
+use crate::report::Rule;
 use crate::time::{Before, Moment, before};
 
 /// The judgement of one run of `lo` against `up`, with its evidence.
@@ -194,4 +195,39 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
         name(lo),
         at(&t)
     )))
+}
+
+/// How a start-order rule names a broken promise: (never started, probe
+/// still failing, started before), given the names of `up` and `lo`.
+pub struct Wording {
+    pub never: fn(&str, &str) -> String,
+    pub probe: fn(&str, &str) -> String,
+    pub before: fn(&str, &str) -> String,
+}
+
+/// Judges every run of `lo` against `up`: one check each, and a violation
+/// with its evidence for a broken promise.
+pub fn check_pair(cx: &mut Ctx, rule: Rule, up: usize, lo: usize, words: &Wording) {
+    let v = cx.v;
+    for r in started_runs(v, lo) {
+        let j = judge(v, up, lo, r);
+        cx.record(rule, &[up, lo], r.start.as_ref(), &j.decision);
+        if j.decision.outcome != Outcome::Violated {
+            continue;
+        }
+        let say = if j.never_started {
+            words.never
+        } else if j.probe_gate {
+            words.probe
+        } else {
+            words.before
+        };
+        let msg = say(cx.name(up), cx.name(lo));
+        let mut ev = j.evidence;
+        ev.push(format!(
+            "decided by {}",
+            j.decision.by.map_or("status", source_name)
+        ));
+        cx.violate(rule, &[up, lo], msg, ev);
+    }
 }
