@@ -123,6 +123,37 @@ pub fn table(a: &Analysis) -> String {
             let _ = writeln!(out, "           - {e}");
         }
     }
+    // Why a check could not be decided (error-severity rules: they make a
+    // phase Indeterminate).
+    let undecided: Vec<&crate::report::Check> = r
+        .checks
+        .iter()
+        .filter(|c| {
+            c.outcome == crate::report::Outcome::Indeterminate
+                && c.rule.severity() == Severity::Error
+        })
+        .collect();
+    if !undecided.is_empty() {
+        let _ = writeln!(out, "\nUNDECIDED");
+        for c in undecided.iter().take(5) {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                c.rule.id(),
+                c.containers.join(" < "),
+                c.why
+                    .as_deref()
+                    .unwrap_or("no source orders the two moments")
+            );
+        }
+        if undecided.len() > 5 {
+            let _ = writeln!(
+                out,
+                "  ... {} more (-o json lists every check)",
+                undecided.len() - 5
+            );
+        }
+    }
     if !r.probe_failures.is_empty() {
         let _ = writeln!(out, "\nPROBE FAILURES");
         for p in &r.probe_failures {

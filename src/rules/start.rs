@@ -32,13 +32,14 @@ pub struct StartJudgement {
 }
 
 /// The earliest moment `up`'s run `r` can have passed its gate; `None`
-/// when a startupProbe or postStart gates it and the events about the run
-/// (its probe failures) are not known.
+/// when a startupProbe gates it and the events about the run (its probe
+/// failures) are not known. (A postStart hook's end is never reported: its
+/// gate is bounded by the start alone, with or without events.)
 fn gate_bound(v: &View, up: usize, r: &RunView) -> Option<Moment> {
     let start = r.start?;
     let mut bound = start;
     let declares = v.pod.containers[up].declares;
-    if (declares.startup || declares.post_start) && !r.evented {
+    if declares.startup && !r.evented {
         return None;
     }
     if declares.startup {
@@ -118,8 +119,10 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
         )));
     }
     // Verified: `up` was up, past its gate, when `lo`'s run started.
+    let mut gate_unknown = false;
     for w in started_runs(v, up) {
         let Some(gate) = gate_bound(v, up, w) else {
+            gate_unknown |= w.alive_at(&t) == Some(true);
             continue;
         };
         if let Before::Yes(by) = before(&gate, &t)
@@ -188,6 +191,14 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
             probe_gate: false,
             never_started: true,
         };
+    }
+    if gate_unknown {
+        return plain(Decision::indeterminate(format!(
+            "{} was running when {} started at {}, but when its startupProbe passed is not known (no Started event reported its run, so its probe failures are unknown)",
+            name(up),
+            name(lo),
+            at(&t)
+        )));
     }
     plain(Decision::indeterminate(format!(
         "no run of {} is known to have been going on in the sandbox of {}'s run that started at {}",
