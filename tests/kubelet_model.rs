@@ -358,8 +358,18 @@ fn simulate(seed: u64, inject: u8) -> Option<Sim> {
         ev.at[0] = run.start + 5;
     }
     // Life: crashes, restarts, reboots, app exits, until the deletion or horizon.
+    // Nothing happens before the last scheduled (re)start: a run cannot end
+    // before it began.
+    let mut settled = t;
     while let Some(at) = apps_at {
-        t = at + rng.range(1000, 15_000);
+        settled = settled.max(
+            sim.containers
+                .iter()
+                .filter_map(|c| c.runs.last().map(|r| r.start))
+                .max()
+                .unwrap_or(settled),
+        );
+        t = (at + rng.range(1000, 15_000)).max(settled + 50);
         if t >= horizon {
             break;
         }
@@ -396,8 +406,9 @@ fn simulate(seed: u64, inject: u8) -> Option<Sim> {
                 }
                 apps_at = Some(t);
             }
-            5 => {
-                // Node reboot: every task killed, kubelet restarts later.
+            // Node reboot: every task killed, kubelet restarts later. (A
+            // Never pod whose containers ran gets no new sandbox: it fails.)
+            5 if sim.policy != RestartPolicy::Never => {
                 for i in 0..sim.containers.len() {
                     sim.stop(i, t, 137);
                 }

@@ -160,9 +160,15 @@ impl History {
     }
 }
 
-/// The same run in two observations: the same start second.
+/// The same run in an older (`a`) and a newer (`b`) observation: the same
+/// start second, and the older one still running or ended as the newer one
+/// says (two runs can start within one second: a quick crash and restart).
 fn same_run(a: &Run, b: &Run) -> bool {
-    a.started.is_some() && a.started.map(|m| m.secs) == b.started.map(|m| m.secs)
+    let secs = |m: Option<crate::time::Moment>| m.map(|m| m.secs);
+    a.started.is_some()
+        && secs(a.started) == secs(b.started)
+        && (a.finished.is_none()
+            || (secs(a.finished) == secs(b.finished) && a.exit_code == b.exit_code))
 }
 
 /// Orders two versions of the same event object: the later update wins.

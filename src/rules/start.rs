@@ -31,6 +31,27 @@ pub struct StartJudgement {
     pub never_started: bool,
 }
 
+/// Probe failures and container starts are recorded by different kubelet
+/// goroutines, each a few milliseconds after the fact: their event clocks
+/// order them only when they are this far apart.
+const PROBE_EVENT_LAG_NS: i64 = 100_000_000;
+
+/// `before`, but an order decided by the event clock alone needs the two
+/// moments `PROBE_EVENT_LAG_NS` apart (used where one side is a probe failure).
+fn before_probe(a: &Moment, b: &Moment) -> Before {
+    match before(a, b) {
+        Before::Yes(crate::time::Source::EventClock)
+        | Before::No(crate::time::Source::EventClock)
+            if a.nanos
+                .zip(b.nanos)
+                .is_some_and(|(x, y)| (x - y).abs() < PROBE_EVENT_LAG_NS) =>
+        {
+            Before::Unknown
+        }
+        other => other,
+    }
+}
+
 /// The earliest moment `up`'s run `r` can have passed its gate; `None`
 /// when a startupProbe gates it and the events about the run (its probe
 /// failures) are not known. (A postStart hook's end is never reported: its
@@ -68,7 +89,14 @@ fn gate_bound(v: &View, up: usize, r: &RunView) -> Option<Moment> {
             .chain(loose)
             .chain(hidden)
         {
-            if f.sort_key() > bound.sort_key() {
+            // A moment known to the second only may be late in it.
+            let latest = |m: &Moment| {
+                (
+                    m.secs,
+                    m.nanos.map_or(999_999_999, |n| n.rem_euclid(1_000_000_000)),
+                )
+            };
+            if latest(&f) > latest(&bound) {
                 bound = f;
             }
         }
@@ -125,7 +153,13 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
             gate_unknown |= w.alive_at(&t) == Some(true);
             continue;
         };
-        if let Before::Yes(by) = before(&gate, &t)
+        // Starts are recorded in order by one loop; a failure by another.
+        let order = if Some(gate) == w.start {
+            before(&gate, &t)
+        } else {
+            before_probe(&gate, &t)
+        };
+        if let Before::Yes(by) = order
             && (w.alive_at(&t) == Some(true)
                 || (v.gens_trusted && w.generation.is_some() && w.generation == r.generation))
         {
@@ -155,7 +189,7 @@ pub fn judge(v: &View, up: usize, lo: usize, r: &RunView) -> StartJudgement {
             };
         }
         if let Some(f) = w.last_failure(ProbeKind::Startup)
-            && let Before::Yes(by) = before(&t, &f)
+            && let Before::Yes(by) = before_probe(&t, &f)
             && matches!(before(&ws, &t), Before::Yes(_))
             && r.alive_at(&f) == Some(true)
         {
