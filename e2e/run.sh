@@ -3,11 +3,14 @@
 # e2e/tests/engine_model.rs).
 #
 #   cluster up (make cluster-up) -> node smoke test (make cluster-smoke)
-#   -> controller image + deploy (make image deploy)
+#   -> controller image (make image) -> Helm install, one report checked,
+#      helm uninstall (e2e/helm-check.sh) -> kustomize deploy (make deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
 #   -> scenario 11 (a real Prometheus) alone
 #   -> engine model: scenarios 13-14 in parallel -> scenario 12 (stops the
-#      kubelet: a node reboot) alone -> cluster down.
+#      kubelet: a node reboot) alone -> teardown test: cluster down with a
+#      dummy process in a foreign kubepods cgroup that must survive it
+#      (e2e/cluster/teardown-test.sh; not with KEEP_CLUSTER=1).
 #
 # Environment:
 #   KEEP_CLUSTER=1        leave the cluster (and the deployed controller) running
@@ -50,18 +53,22 @@ log "cluster (make cluster-up)"
 make --no-print-directory cluster-up 2>&1 | tee -a "$LOG"
 log "node smoke test: the kubelet stops app, second-sidecar, first-sidecar in that order (make cluster-smoke)"
 make --no-print-directory cluster-smoke 2>&1 | tee -a "$LOG"
-log "controller image and deployment (make image deploy)"
-make --no-print-directory image deploy 2>&1 | tee -a "$LOG"
+log "controller image (make image)"
+make --no-print-directory image 2>&1 | tee -a "$LOG"
+t0=$(date +%s)
+log "Helm install path: helm install, a report Verified, helm uninstall (e2e/helm-check.sh)"
+rc=0
+bash e2e/helm-check.sh 2>&1 | tee -a "$LOG" || rc=$?
+RESULTS+=("$(printf '%-42s %4ds  %s' "Helm install (e2e/helm-check.sh)" $(( $(date +%s) - t0 )) "$( ((rc == 0)) && echo ok || echo FAILED)")")
+((rc == 0)) || exit "$rc"
+log "controller deployment with kustomize (make deploy)"
+make --no-print-directory deploy 2>&1 | tee -a "$LOG"
 KUBECTL=$(make -s --no-print-directory print-kubectl)
 export KUBECTL
 
-# Scenario 11 runs Debian's Prometheus on this host.
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  log "installing Debian's prometheus package"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends prometheus >>"$LOG" 2>&1 \
-    || { apt-get update >>"$LOG" 2>&1 && apt-get install -y --no-install-recommends prometheus >>"$LOG" 2>&1; }
-fi
+# Scenario 11 runs Debian's Prometheus on this host: make cluster-up's deps.sh installs it.
+command -v prometheus >/dev/null && command -v promtool >/dev/null ||
+  { echo "e2e: prometheus or promtool missing (e2e/cluster/deps.sh installs them)" >&2; exit 1; }
 
 CARGO_TEST=(cargo test --locked --features e2e)
 log "building the suite"
@@ -90,5 +97,14 @@ if [[ ${E2E_SKIP_ENGINE_MODEL:-0} != 1 ]]; then
   phase "scenarios 13-14 (engine model)" e2e_engine_model --test-threads=2 --skip t12_
   # Scenario 12 stops the kubelet (a node reboot): alone, no other pod may lose its node.
   phase "scenario 12 (node reboot)" e2e_engine_model --exact t12_node_reboot_keeps_the_report_without_errors
+fi
+if [[ ${KEEP_CLUSTER:-0} != 1 ]]; then
+  # Takes the cluster down itself: a dummy process in a kubepods cgroup that
+  # is not ours, and a netns named like a CNI one, must survive it.
+  log "teardown test: make cluster-down leaves what it did not create (e2e/cluster/teardown-test.sh)"
+  t0=$(date +%s) rc=0
+  bash e2e/cluster/teardown-test.sh 2>&1 | tee -a "$LOG" || rc=$?
+  RESULTS+=("$(printf '%-42s %4ds  %s' "teardown test (cluster down)" $(( $(date +%s) - t0 )) "$( ((rc == 0)) && echo ok || echo FAILED)")")
+  ((rc == 0)) || status=1
 fi
 exit "$status"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local cluster needs, only when missing.
+# Installs the Debian packages the local cluster (and make e2e's Prometheus)
+# needs, only when missing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -24,6 +25,9 @@ declare -A PKGS=(
   [python3]=/usr/bin/python3
   [curl]=/usr/bin/curl
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
+  # Not for the cluster itself: make e2e's scenario 11 runs a real Prometheus
+  # (and promtool) on this host against the controller.
+  [prometheus]=/usr/bin/promtool
 )
 missing=()
 for p in "${!PKGS[@]}"; do

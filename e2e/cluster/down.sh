@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Stops the local cluster started by up.sh and removes $STATE. Idempotent.
-# Only touches what this cluster made: processes from $PIDS, containerd shims
-# whose -address is our socket (and their children), mounts under $STATE,
-# CNI network namespaces holding a pod address of $POD_CIDR, the bridge
-# $CNI_BRIDGE, the iptables chain SIDECAR-ORDER, and the kubepods cgroups.
+# Only touches what this cluster made: processes from $PIDS (checked by their
+# recorded start time and $STATE on their command line), containerd shims
+# whose -address is our socket (and their children), the processes and
+# cgroups under our kubelet's cgroupRoot ($CGROUP_PARENT in each hierarchy),
+# the network namespaces our containerd's pod sandboxes use (read from their
+# OCI specs under $STATE), mounts under $STATE, the bridge $CNI_BRIDGE and the
+# iptables chain SIDECAR-ORDER. e2e/cluster/teardown-test.sh checks that a
+# process in another kubepods cgroup survives it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -30,14 +34,14 @@ stop_component() {
   pid=$(cat "$f" 2>/dev/null || true)
   if [[ -n $pid ]] && proc_alive "$pid"; then
     # make sure the pid was not reused by an unrelated process
-    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -- "$STATE\|$CACHE_BIN\|containerd" >/dev/null; then
+    if pid_is_ours "$name" "$pid"; then
       log "down: stopping $name (pid $pid)"
       stop_pid "$name" "$pid"
     else
       log "down: pid $pid of $name is not ours any more; leaving it"
     fi
   fi
-  rm -f "$f"
+  rm -f "$f" "$PIDS/$name.start"
 }
 
 # descendants PID: all pids below PID (children first order reversed later).
@@ -45,6 +49,27 @@ descendants() {
   local p=$1 c
   for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do echo "$c"; descendants "$c"; done
 }
+
+# The network namespaces of our pod sandboxes, from the OCI specs of their
+# tasks (bundles under $STATE), read before anything is stopped.
+our_netns=()
+if [[ -d $STATE/containerd/state ]]; then
+  mapfile -t our_netns < <(python3 - "$STATE/containerd/state/io.containerd.runtime.v2.task" <<'PY'
+import glob, json, os, sys
+seen = set()
+for f in glob.glob(os.path.join(sys.argv[1], "*", "*", "config.json")):
+    try:
+        spec = json.load(open(f))
+    except (OSError, ValueError):
+        continue
+    for ns in spec.get("linux", {}).get("namespaces", []):
+        p = ns.get("path", "")
+        if ns.get("type") == "network" and p.startswith(("/run/netns/", "/var/run/netns/")) and p not in seen:
+            seen.add(p)
+            print(p)
+PY
+  )
+fi
 
 # Kill the kubelet first so it does not restart containers, then the workloads.
 stop_component kubelet
@@ -71,30 +96,28 @@ stop_component kube-controller-manager
 stop_component kube-apiserver
 stop_component etcd
 
-# Processes left in the kubepods cgroups made by our kubelet, then the cgroups themselves.
-if [[ -d $STATE ]]; then
-  for hier in /sys/fs/cgroup/*/; do
-    [[ -d ${hier}kubepods ]] || continue
-    find "${hier}kubepods" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
-      kill -KILL "$p" 2>/dev/null || true
-    done
+# Processes left under our kubelet's cgroupRoot, then its cgroups (the
+# parent $CGROUP_PARENT included). Other kubepods cgroups are not ours.
+for hier in /sys/fs/cgroup/*/; do
+  [[ -d ${hier}$CGROUP_PARENT ]] || continue
+  find "${hier}$CGROUP_PARENT" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r p; do
+    kill -KILL "$p" 2>/dev/null || true
   done
-  sleep 0.2
-  for hier in /sys/fs/cgroup/*/; do
-    [[ -d ${hier}kubepods ]] || continue
-    find "${hier}kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  done
-fi
+done
+sleep 0.2
+for hier in /sys/fs/cgroup/*/; do
+  [[ -d ${hier}$CGROUP_PARENT ]] || continue
+  find "${hier}$CGROUP_PARENT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  [[ -d ${hier}$CGROUP_PARENT ]] && log "down: WARNING: ${hier}$CGROUP_PARENT remains (busy?)"
+done
 
-# Network namespaces made by the CRI for our pods (they hold an address in $POD_CIDR).
-prefix=${POD_CIDR%.*.*}.   # e.g. 10.88.
-for ns in /run/netns/cni-*; do
+# The network namespaces of our sandboxes (CNI teardown did not run: the
+# kubelet and containerd are gone).
+for ns in "${our_netns[@]}"; do
   [[ -e $ns ]] || continue
   n=$(basename "$ns")
-  if ip -n "$n" -4 -o addr show 2>/dev/null | grep " inet ${prefix//./\\.}" >/dev/null; then
-    log "down: removing network namespace $n"
-    ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
-  fi
+  log "down: removing network namespace $n"
+  ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
 done
 
 # Per-container leftovers outside $STATE: runc state dirs and libcni result caches.

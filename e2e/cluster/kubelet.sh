@@ -14,20 +14,20 @@
 #                              the sandbox dead and recreates the pod's containers)
 #
 # The kubelet's config ($STATE/kubelet/config.yaml) and node IP
-# ($STATE/HOST_IP) are written by up.sh; run up.sh first.
+# ($STATE/NODE_IP, the bridge's address) are written by up.sh; run up.sh first.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 KUBELET_HEALTHZ=http://127.0.0.1:10248/healthz
 
 kubelet_cmd() {
-  local host_ip
-  host_ip=$(cat "$STATE/HOST_IP" 2>/dev/null) || die "kubelet: $STATE/HOST_IP missing; run up.sh first"
+  local node_ip
+  node_ip=$(cat "$STATE/NODE_IP" 2>/dev/null) || die "kubelet: $STATE/NODE_IP missing; run up.sh first"
   [[ -f $STATE/kubelet/config.yaml ]] || die "kubelet: $STATE/kubelet/config.yaml missing; run up.sh first"
   KUBELET_CMD=("$CACHE_BIN/kubelet"
     --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig"
     --root-dir "$STATE/kubelet/root" --cert-dir "$STATE/kubelet/pki"
-    --hostname-override "$NODE_NAME" --node-ip "$host_ip" --v=2)
+    --hostname-override "$NODE_NAME" --node-ip "$node_ip" --v=2)
 }
 
 do_start() {
@@ -39,7 +39,7 @@ do_start() {
     log "kubelet: starting (log: $LOGS/kubelet.log)"
     echo "=== $(date -u +%FT%TZ) starting: ${KUBELET_CMD[*]}" >>"$LOGS/kubelet.log"
     setsid "${KUBELET_CMD[@]}" >>"$LOGS/kubelet.log" 2>&1 </dev/null &
-    echo $! > "$PIDS/kubelet.pid"
+    record_pid kubelet $!
   fi
   local deadline=$(( $(date +%s) + ${KUBELET_START_TIMEOUT:-60} ))
   until curl -fsS "$KUBELET_HEALTHZ" >/dev/null 2>&1; do
@@ -53,13 +53,13 @@ do_start() {
 do_stop() {
   if ! pid_alive kubelet; then
     log "kubelet: not running"
-    rm -f "$PIDS/kubelet.pid"
+    rm -f "$PIDS/kubelet.pid" "$PIDS/kubelet.start"
     return 0
   fi
   local pid i
   pid=$(cat "$PIDS/kubelet.pid")
   # The pid must still be our kubelet (not a reused pid).
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$CACHE_BIN/kubelet" ||
+  pid_is_ours kubelet "$pid" ||
     die "kubelet: pid $pid in $PIDS/kubelet.pid is not our kubelet"
   log "kubelet: stopping (pid $pid)"
   echo "=== $(date -u +%FT%TZ) stopping (kubelet.sh stop)" >>"$LOGS/kubelet.log"
@@ -71,7 +71,7 @@ do_stop() {
     for ((i = 0; i < 50; i++)); do proc_alive "$pid" || break; sleep 0.1; done
   fi
   proc_alive "$pid" && die "kubelet: pid $pid still alive after SIGKILL"
-  rm -f "$PIDS/kubelet.pid"
+  rm -f "$PIDS/kubelet.pid" "$PIDS/kubelet.start"
   log "kubelet: stopped"
 }
 

@@ -20,12 +20,24 @@ API_SERVER=https://127.0.0.1:$API_PORT
 ETCD_CLIENT_PORT=${SIDECAR_ORDER_ETCD_PORT:-23790}
 ETCD_PEER_PORT=$((ETCD_CLIENT_PORT + 1))
 NODE_NAME=${SIDECAR_ORDER_NODE:-$(hostname | tr '[:upper:]' '[:lower:]')}
-POD_CIDR=${SIDECAR_ORDER_POD_CIDR:-10.88.0.0/16}
+# Not 10.88.0.0/16: that is the default of containerd's and podman's own CNI
+# bridges (cni0, cni-podman0), which may exist on the host; up.sh refuses a
+# range another interface routes.
+POD_CIDR=${SIDECAR_ORDER_POD_CIDR:-10.234.0.0/16}
 SERVICE_CIDR=${SIDECAR_ORDER_SERVICE_CIDR:-10.96.0.0/16}
 CNI_BRIDGE=${SIDECAR_ORDER_BRIDGE:-sco0}
 CNI_BIN_DIR=/usr/lib/cni
 BUSYBOX_IMAGE=localhost/busybox:1
 PAUSE_IMAGE=localhost/pause:1
+# The kubelet's cgroupRoot: this cluster's pods live under
+# /sys/fs/cgroup/<hierarchy>/$CGROUP_PARENT/kubepods/..., and down.sh cleans
+# only that parent (never a kubepods cgroup of another kubelet on the host).
+# A cluster with another $STATE gets its own parent.
+if [[ $STATE == /tmp/sidecar-order-cluster ]]; then
+  CGROUP_PARENT=${SIDECAR_ORDER_CGROUP_PARENT:-sidecar-order}
+else
+  CGROUP_PARENT=${SIDECAR_ORDER_CGROUP_PARENT:-sidecar-order-$(printf %s "$STATE" | cksum | cut -d' ' -f1)}
+fi
 
 export PATH="$CACHE_BIN:$PATH"
 
@@ -45,6 +57,34 @@ proc_alive() {
   kill -0 "$1" 2>/dev/null || return 1
   local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [[ $st != Z && $st != X ]]
+}
+
+# proc_starttime PID: the process's start time (clock ticks since boot,
+# field 22 of /proc/PID/stat): with the pid it names one process for good.
+proc_starttime() {
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }          # the fields after "(comm) "; comm may hold spaces
+  set -- $st
+  echo "${20}"
+}
+
+# record_pid NAME PID: $PIDS/NAME.pid and NAME.start (its start time).
+record_pid() {
+  echo "$2" > "$PIDS/$1.pid"
+  proc_starttime "$2" > "$PIDS/$1.start" 2>/dev/null || rm -f "$PIDS/$1.start"
+}
+
+# pid_is_ours NAME PID: PID is still the process started as NAME: same start
+# time as recorded (when recorded) and $STATE on its command line (every
+# component's flags name a file under $STATE).
+pid_is_ours() {
+  local name=$1 pid=$2 want
+  if [[ -s $PIDS/$name.start ]]; then
+    want=$(cat "$PIDS/$name.start")
+    [[ $(proc_starttime "$pid") == "$want" ]] || return 1
+  fi
+  tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE"
 }
 
 # tail_log NAME [LINES]: show the end of a component's log.

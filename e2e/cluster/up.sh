@@ -35,9 +35,27 @@ echo "$K8S_VERSION" > "$STATE/K8S_VERSION"
 HOST_IP=${SIDECAR_ORDER_HOST_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)}
 [[ -n $HOST_IP ]] || HOST_IP=$(hostname -I 2>/dev/null | awk '{print $1}')
 [[ -n $HOST_IP ]] || die "up: cannot find this host's IPv4 address (set SIDECAR_ORDER_HOST_IP)"
-echo "$HOST_IP" > "$STATE/HOST_IP"   # kubelet.sh starts the kubelet with it
+echo "$HOST_IP" > "$STATE/HOST_IP"
 SERVICE_IP=$(python3 -c "import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])" "$SERVICE_CIDR")
 BRIDGE_IP=$(python3 -c "import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])" "$POD_CIDR")
+# The node's address is the bridge's: the kubelet listens there only (kubelet.sh reads it).
+echo "$BRIDGE_IP" > "$STATE/NODE_IP"
+
+# ---------------------------------------------------------------- bridge
+# Another interface routing the pod range (a podman or containerd bridge of
+# the same range) would take our pods' traffic.
+other=$(ip -4 -o route show root "$POD_CIDR" 2>/dev/null | grep -v " dev $CNI_BRIDGE " | head -1 || true)
+[[ -z $other ]] || die "up: the pod range $POD_CIDR is already routed elsewhere ($other); set SIDECAR_ORDER_POD_CIDR to a free range"
+# Nothing listens on all interfaces: the API server on 127.0.0.1, the kubelet
+# on the bridge's address. The bridge is made here, before any pod (the CNI
+# bridge plugin takes an existing bridge holding its gateway address), and
+# only it may route to 127.0.0.1 (route_localnet), for the DNAT rule that
+# takes pods to the API server.
+ip link show "$CNI_BRIDGE" >/dev/null 2>&1 || ip link add "$CNI_BRIDGE" type bridge || die "up: could not create bridge $CNI_BRIDGE"
+ip -4 -o addr show dev "$CNI_BRIDGE" | grep -q " inet $BRIDGE_IP/${POD_CIDR#*/} " ||
+  ip addr add "$BRIDGE_IP/${POD_CIDR#*/}" dev "$CNI_BRIDGE" || die "up: could not give $CNI_BRIDGE the address $BRIDGE_IP/${POD_CIDR#*/}"
+ip link set "$CNI_BRIDGE" up
+sysctl -qw "net.ipv4.conf.$CNI_BRIDGE.route_localnet=1" || die "up: could not set route_localnet on $CNI_BRIDGE"
 
 # ---------------------------------------------------------------- certificates
 PKI_LOG=$LOGS/pki.log
@@ -123,7 +141,7 @@ start() {
   log "up: starting $name (log: $LOGS/$name.log)"
   echo "=== $(date -u +%FT%TZ) starting: $*" >>"$LOGS/$name.log"
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! > "$PIDS/$name.pid"
+  record_pid "$name" $!
   STARTED+=("$name")
 }
 STARTED=()
@@ -154,7 +172,7 @@ wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 # ---------------------------------------------------------------- kube-apiserver
 start kube-apiserver "$CACHE_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
-  --bind-address 0.0.0.0 --secure-port "$API_PORT" --advertise-address "$HOST_IP" \
+  --bind-address 127.0.0.1 --secure-port "$API_PORT" --advertise-address "$BRIDGE_IP" \
   --tls-cert-file "$CERTS/apiserver.crt" --tls-private-key-file "$CERTS/apiserver.key" \
   --client-ca-file "$CERTS/ca.crt" \
   --kubelet-client-certificate "$CERTS/apiserver-kubelet-client.crt" \
@@ -173,9 +191,9 @@ cp "$STATE/admin.kubeconfig" "$KUBECONFIG_OUT.tmp" && mv "$KUBECONFIG_OUT.tmp" "
 if command -v iptables >/dev/null; then
   if ! iptables -t nat -S SIDECAR-ORDER >/dev/null 2>&1; then
     { iptables -t nat -N SIDECAR-ORDER &&
-      iptables -t nat -A SIDECAR-ORDER -d "$SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "$HOST_IP:$API_PORT" &&
+      iptables -t nat -A SIDECAR-ORDER -d "$SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$API_PORT" &&
       iptables -t nat -I PREROUTING -j SIDECAR-ORDER && iptables -t nat -I OUTPUT -j SIDECAR-ORDER; } >>"$LOGS/iptables.log" 2>&1 ||
-      log "up: WARNING: could not add the DNAT rule $SERVICE_IP:443 -> $HOST_IP:$API_PORT (log: $LOGS/iptables.log); in-cluster clients cannot reach the API"
+      log "up: WARNING: could not add the DNAT rule $SERVICE_IP:443 -> 127.0.0.1:$API_PORT (log: $LOGS/iptables.log); in-cluster clients cannot reach the API"
   fi
 fi
 
@@ -260,7 +278,7 @@ resolv=/etc/resolv.conf; [[ -f $resolv ]] || resolv=""
 cat > "$STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 0.0.0.0
+address: $BRIDGE_IP
 port: 10250
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
@@ -275,6 +293,7 @@ authorization:
   mode: Webhook
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 cgroupDriver: cgroupfs
+cgroupRoot: /$CGROUP_PARENT
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0
@@ -303,6 +322,17 @@ containerLogMaxSize: 10Mi
 containerLogMaxFiles: 3
 protectKernelDefaults: false
 YAML
+# The kubelet's cgroupRoot must exist in every hierarchy; a v1 cpuset cgroup
+# needs its cpus and mems before anything can join it.
+for hier in /sys/fs/cgroup/*/; do
+  [[ -e ${hier}cgroup.procs ]] || continue
+  mkdir -p "${hier}$CGROUP_PARENT"
+  for f in cpuset.cpus cpuset.mems; do
+    if [[ -e ${hier}$f && -z $(cat "${hier}$CGROUP_PARENT/$f") ]]; then
+      cat "${hier}$f" > "${hier}$CGROUP_PARENT/$f"
+    fi
+  done
+done
 # One command line for the kubelet, shared with kubelet.sh stop/start (node reboot tests).
 bash "$CLUSTER_DIR/kubelet.sh" start || die "up: kubelet failed to start; log: $LOGS/kubelet.log"
 

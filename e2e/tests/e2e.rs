@@ -17,8 +17,8 @@
 mod support;
 mod prom;
 
-use k8s_openapi::api::batch::v1::Job;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use sidecar_order::crd::ReportStatus;
 use sidecar_order::model::ProbeKind;
 use sidecar_order::report::{Outcome, Rule, Severity, Verdict};
@@ -897,6 +897,170 @@ async fn t09_same_second_events_are_never_violations() {
             ));
         }
         eprintln!("[t09] verdicts: {}", seen.join("; "));
+        Ok(())
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ 15
+
+/// A CronJob run every minute whose pod has a native sidecar that ignores
+/// SIGTERM: once the app exits the kubelet stops the sidecar with the pod's
+/// 2 s grace period and SIGKILLs it (the Warning sidecar-force-killed), so
+/// the pod has a violation series on /metrics.
+const CRONJOB: &str = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 1
+  failedJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 2
+          containers:
+          - name: app
+            image: localhost/busybox:1
+            imagePullPolicy: IfNotPresent
+            command: ["sh", "-c", "sleep 2"]
+          initContainers:
+          - name: sidecar
+            image: localhost/busybox:1
+            imagePullPolicy: IfNotPresent
+            restartPolicy: Always
+            command: ["sh", "-c", "trap '' TERM; sleep infinity & wait; sleep infinity & wait"]
+"#;
+
+/// Pods of a CronJob's Jobs (`nightly-<scheduled minute>`) are labelled with
+/// the CronJob: the report's spec.workload is `CronJob/nightly`, and the
+/// controller's metrics carry `workload_kind="CronJob", workload="nightly"`,
+/// never the Job's per-run name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_cronjob_pods_are_labelled_with_the_cronjob() {
+    run("t15-cronjob", |ctx| async move {
+        let cronjobs = ctx.api::<CronJob>();
+        let cj: CronJob = serde_saphyr::from_str(CRONJOB).ctx("parsing the CronJob")?;
+        cronjobs
+            .create(&PostParams::default(), &cj)
+            .await
+            .ctx("creating the CronJob")?;
+        // The first run starts at the next minute.
+        let pods = ctx.pods();
+        let pods_ref = &pods;
+        let pod = poll(
+            "a pod of the CronJob's first Job",
+            secs(100),
+            || async move {
+                let list = pods_ref
+                    .list(&ListParams::default())
+                    .await
+                    .ctx("listing pods")?;
+                Ok(list.items.into_iter().next())
+            },
+        )
+        .await?;
+        // No second run: one pod is all the test needs.
+        cronjobs
+            .patch(
+                "nightly",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+            )
+            .await
+            .ctx("suspending the CronJob")?;
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let job = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Job" && o.controller == Some(true))
+            .map(|o| o.name.clone())
+            .ok_or_else(|| format!("pod {pod_name} has no controlling Job"))?;
+        let digits = job.strip_prefix("nightly-").unwrap_or_default();
+        ensure!(
+            digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()),
+            "the Job is named {job}, want nightly-<minutes since the epoch>"
+        );
+        let pod_uid = uid(&pod.metadata);
+        let s = ctx.wait_shutdown_judged(&pod_uid).await?;
+        ensure!(
+            s.report.startup == Verdict::Verified,
+            "startup is {:?}:\n{}",
+            s.report.startup,
+            status_summary(&s)
+        );
+        let errors = error_violations(&s);
+        ensure!(errors.is_empty(), "Error violations: {errors:?}");
+        ensure!(
+            s.report
+                .violations
+                .iter()
+                .any(|v| v.rule == Rule::SidecarForceKilled),
+            "no sidecar-force-killed violation:\n{}",
+            status_summary(&s)
+        );
+        let report = ctx
+            .report_of(&pod_uid)
+            .await?
+            .ok_or("the report vanished")?;
+        ensure!(
+            report.spec.workload.as_deref() == Some("CronJob/nightly"),
+            "spec.workload is {:?}, want CronJob/nightly (the Job is {job})",
+            report.spec.workload
+        );
+        let ns = ctx.ns.clone();
+        let client = ctx.client.clone();
+        let (ns, client) = (&ns, &client);
+        let samples = poll(
+            "the violation counted under workload=\"nightly\" on /metrics",
+            secs(30),
+            || async move {
+                let (_, m) = scrape(client).await?;
+                let n = metric_sum(
+                    &m,
+                    "sidecar_order_violations_total",
+                    &[
+                        ("namespace", ns.as_str()),
+                        ("workload_kind", "CronJob"),
+                        ("workload", "nightly"),
+                    ],
+                );
+                Ok((n >= 1.0).then_some(m))
+            },
+        )
+        .await?;
+        let per_run: Vec<String> = samples
+            .iter()
+            .filter(|s| s.labels.get("namespace") == Some(ns))
+            .filter(|s| {
+                s.labels.get("workload").is_some_and(|w| {
+                    w.strip_prefix("nightly-")
+                        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+            .collect();
+        ensure!(
+            per_run.is_empty(),
+            "series labelled with the Job's per-run name: {per_run:?}"
+        );
+        let job_kind = metric_lines(
+            &samples,
+            "sidecar_order_violations_total",
+            &[("namespace", ns.as_str()), ("workload_kind", "Job")],
+        );
+        ensure!(
+            job_kind.is_empty(),
+            "series with workload_kind=\"Job\":\n{job_kind}"
+        );
         Ok(())
     })
     .await;
