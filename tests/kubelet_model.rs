@@ -37,6 +37,8 @@ use sidecar_order::report::{Phase, Report, Severity, Verdict};
 use sidecar_order::time::Moment;
 
 const BASE_MS: i64 = 1_752_451_200_000;
+/// How long after a container's start the kubelet records `Started`.
+const STARTED_LAG_MS: i64 = 3;
 
 struct Rng(u64);
 impl Rng {
@@ -134,7 +136,9 @@ impl Sim {
             end: None,
             exit: 0,
         });
-        self.event(Some(i), EventReason::Started, None, at + rng.range(1, 30));
+        // The pod worker starts containers one at a time and records each
+        // Started right after: those events keep the order of the starts.
+        self.event(Some(i), EventReason::Started, None, at + STARTED_LAG_MS);
         // The gate: startup probe failures one second apart, then success.
         let mut gate = at + rng.range(5, 200);
         for k in 1..=self.containers[i].startup_failures {
@@ -355,7 +359,7 @@ fn simulate(seed: u64, inject: u8) -> Option<Sim> {
             .events
             .iter_mut()
             .find(|e| e.container == Some(a) && e.reason == Some(EventReason::Started))?;
-        ev.at[0] = run.start + 5;
+        ev.at[0] = run.start + STARTED_LAG_MS;
     }
     // Life: crashes, restarts, reboots, app exits, until the deletion or horizon.
     // Nothing happens before the last scheduled (re)start: a run cannot end
