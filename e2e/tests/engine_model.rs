@@ -77,6 +77,17 @@ fn violations(s: &ReportStatus) -> String {
 struct Failures(Vec<String>);
 
 impl Failures {
+    /// The kubelet behaved correctly: no Error violation, startup not Violated.
+    fn no_false_error(&mut self, s: &ReportStatus, when: &str) {
+        let errors = error_violations(s);
+        self.check(errors.is_empty(), || {
+            format!("Error violations {when}: {errors:?}")
+        });
+        self.check(s.report.startup != Verdict::Violated, || {
+            format!("startup is {:?} {when}", s.report.startup)
+        });
+    }
+
     fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
             self.0.push(what());
@@ -252,13 +263,7 @@ async fn t12_node_reboot_keeps_the_report_without_errors() {
                 )
             },
         );
-        let errors = error_violations(&s);
-        f.check(errors.is_empty(), || {
-            format!("Error violations after a node reboot: {errors:?}")
-        });
-        f.check(s.report.startup != Verdict::Violated, || {
-            format!("startup is {:?} after a node reboot", s.report.startup)
-        });
+        f.no_false_error(&s, "after a node reboot");
         eprintln!("[t12] report after the reboot:\n{}", status_summary(&s));
         f.result(&s)
     })
@@ -335,13 +340,7 @@ async fn t13_sidecar_with_startup_probe_restarts_after_the_app_started() {
         .await?;
         let s = settled(&ctx, &pod_uid, 4).await?;
         let mut f = Failures::default();
-        let errors = error_violations(&s);
-        f.check(errors.is_empty(), || {
-            format!("Error violations for a sidecar restart after the app started: {errors:?}")
-        });
-        f.check(s.report.startup != Verdict::Violated, || {
-            format!("startup is {:?}", s.report.startup)
-        });
+        f.no_false_error(&s, "for a sidecar restart after the app started");
         eprintln!("[t13] report:\n{}", status_summary(&s));
         f.result(&s)
     })
