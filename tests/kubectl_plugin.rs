@@ -14,7 +14,13 @@ fn plugin(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("kubectl-sidecar_order");
-    std::fs::copy(env!("CARGO_BIN_EXE_sidecar-order"), &exe).unwrap();
+    // A hard link, not a copy: a file just written can still be open in a
+    // child another test thread is forking, and exec then fails with
+    // ETXTBSY ("text file busy"). A copy only where linking is refused.
+    let _ = std::fs::remove_file(&exe);
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_sidecar-order"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_sidecar-order"), &exe).unwrap();
+    }
     exe
 }
 

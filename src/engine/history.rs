@@ -6,8 +6,9 @@
 //! event. Both then judge the same thing, so they reach the same verdict.
 //! Merging a newer observation keeps what the newest status no longer shows:
 //! older runs, the order in which transitions appeared (the watch-order time
-//! source), the grace period of a shutdown, and status resets (a re-created
-//! sandbox).
+//! source) and the grace period of a shutdown. (A restart count going down
+//! is not taken for a re-created sandbox: seen live, a restarted sidecar's
+//! count briefly reads 0 inside a running sandbox.)
 
 use crate::model::{EventFact, PodFacts, Run, StateKind};
 use crate::time::Moment;
@@ -26,10 +27,6 @@ pub struct History {
     pub events: Vec<EventFact>,
     /// More than `MAX_EVENTS` event objects were offered.
     pub events_dropped: bool,
-    /// Sandbox re-creations seen as a reset of container statuses between two
-    /// observations: the earliest start the new statuses showed.
-    pub resets: Vec<Moment>,
-    reset_pending: bool,
     seq: u32,
 }
 
@@ -39,8 +36,6 @@ impl History {
             pod,
             events: Vec::new(),
             events_dropped: false,
-            resets: Vec::new(),
-            reset_pending: false,
             seq: 0,
         }
     }
@@ -59,8 +54,6 @@ impl History {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
         keep_shutdown_deadline(&self.pod, &mut new);
-        let mut reset = false;
-        let mut unseen_start: Option<Moment> = None;
         for c in new.containers.iter_mut() {
             let Some(prev) = self
                 .pod
@@ -70,7 +63,6 @@ impl History {
             else {
                 continue;
             };
-            reset |= c.restarts < prev.restarts;
             for run in c.runs.iter_mut() {
                 let same = prev.runs.iter().find(|p| same_run(p, run));
                 match same {
@@ -86,9 +78,6 @@ impl History {
                     None => {
                         if let Some(m) = run.started.as_mut() {
                             m.seen = Some(seq);
-                            if unseen_start.is_none_or(|u| m.sort_key() < u.sort_key()) {
-                                unseen_start = Some(*m);
-                            }
                         }
                         if let Some(m) = run.finished.as_mut() {
                             m.seen = Some(seq);
@@ -115,15 +104,6 @@ impl History {
                 older.drain(..excess);
                 c.runs = older;
             }
-        }
-        if reset {
-            self.reset_pending = true;
-        }
-        if self.reset_pending
-            && let Some(m) = unseen_start
-        {
-            self.resets.push(m);
-            self.reset_pending = false;
         }
         self.pod = new;
     }

@@ -10,8 +10,9 @@
 //! re-created (node reboot, runtime restart) every container is killed and
 //! the kubelet starts them again, init containers and sidecars first. The
 //! boundaries between generations are known from `SandboxChanged` events, the
-//! `PodReadyToStartContainers` condition, plain init containers that ran again
-//! after an app had started, and status resets the controller saw. Boundaries
+//! `PodReadyToStartContainers` condition, and plain init containers that ran again
+//! after an app had started. (Restart counts going down are no boundary: a
+//! restarted sidecar's count briefly reads 0 inside a running sandbox.) Boundaries
 //! can be missing (expired events, older kubelets), so a rule never decides a
 //! violation from generation numbers alone: two runs are certainly of one
 //! sandbox only when one was still running when the other started.
@@ -319,7 +320,6 @@ pub fn build(h: &History) -> View<'_> {
     if let Some(secs) = pod.sandbox_ready {
         boundaries.push(Moment::status(secs));
     }
-    boundaries.extend(h.resets.iter().copied());
 
     // Runs: the statuses' runs, refined by Started events of the same
     // second; Started events that match no status run are runs of their own.
@@ -412,8 +412,16 @@ pub fn build(h: &History) -> View<'_> {
             .count() as u64;
         let complete = status_runs > u64::from(c.restarts);
         let line = &mut lines[i];
-        let mut prev_gen: Option<usize> = None;
-        let mut earliest_status = true;
+        // A run is its sandbox's first when the status covers every run
+        // since its restart count began, no earlier run is known in its
+        // generation, and a Started event reported it. A restart
+        // count can restart at 0 without a new sandbox (seen live: a
+        // restarted sidecar briefly reported with restart count 0 and no
+        // lastState), so the restart count alone proves nothing, and an
+        // earlier run the history or the events know of counts unless a
+        // known boundary separates them.
+        // `None`: no earlier run; `Some(None)`: one of unknown generation.
+        let mut before_gen: Option<Option<usize>> = None;
         for k in 0..line.runs.len() {
             let g = line.runs[k].start.map(|s| generation(&boundaries, &s));
             line.runs[k].generation = g;
@@ -422,13 +430,25 @@ pub fn build(h: &History) -> View<'_> {
                     r.in_status && r.started.map(|m| m.secs) == line.runs[k].start.map(|m| m.secs)
                 });
             if status_run && line.runs[k].start.is_some() {
-                let first = complete
-                    && (earliest_status || matches!((prev_gen, g), (Some(p), Some(g)) if p < g));
-                line.runs[k].first_in_sandbox = first;
-                earliest_status = false;
+                // Positive evidence that nothing ran before it: a Started
+                // event reported it and no earlier start is known. (Seeing
+                // the container without any run before is none: a quick
+                // first run can fall between two statuses the controller
+                // sees, and the restarted run then reads restart count 0.)
+                line.runs[k].first_in_sandbox = complete
+                    && line.runs[k].evented
+                    && match (before_gen, g) {
+                        (None, _) => true,
+                        (Some(Some(p)), Some(g)) => p < g,
+                        _ => false,
+                    };
             }
-            if !line.runs[k].from_event && g.is_some() {
-                prev_gen = g;
+            if line.runs[k].start.is_some() {
+                before_gen = Some(match (before_gen, g) {
+                    (Some(None), _) | (_, None) => None,
+                    (Some(Some(p)), Some(g)) => Some(p.max(g)),
+                    (None, Some(g)) => Some(g),
+                });
             }
         }
     }

@@ -43,7 +43,15 @@ mod tests {
             container("proxy", Role::Sidecar, 0, 0, vec![run(5, None)]),
             container("app", Role::App, 0, 0, vec![run(2, None)]),
         ]);
-        let r = judged(p, &[]);
+        // From the status alone it is not provable: a restarted sidecar can
+        // briefly show restart count 0 and no lastState (seen live).
+        assert_eq!(judged(p.clone(), &[]).startup, Verdict::Indeterminate);
+        // The Started events show the proxy's start: nothing ran before it.
+        let ev = [
+            event("p.1", Some(0), EventReason::Started, None, 5, 5, 1),
+            event("p.2", Some(1), EventReason::Started, None, 2, 2, 1),
+        ];
+        let r = judged(p, &ev);
         assert_eq!(r.startup, Verdict::Violated);
         assert_eq!(r.violations[0].rule, Rule::AppStartedBeforeSidecar);
     }
@@ -105,5 +113,45 @@ mod tests {
             container("app", Role::App, 0, 1, vec![run(2, Some(50))]),
         ]);
         assert_ne!(judged(p, &[]).startup, Verdict::Violated);
+    }
+}
+
+#[cfg(test)]
+mod live {
+    use crate::engine::history::History;
+    use crate::judge::{Config, Decided, judge_history};
+    use crate::model::Role;
+    use crate::rules::test_support::*;
+
+    /// e2e t13 on kubelet v1.34.4: right after the sidecar restarted (long
+    /// after the app started), one status showed it with restart count 0 and
+    /// no lastState; the next one with restart count 1 and its old run. The
+    /// controller had seen the old run: the new one is no first run.
+    #[test]
+    fn a_restarted_sidecar_briefly_reported_with_restart_count_0_is_no_first_run() {
+        let app = || container("app", Role::App, 0, 0, vec![run(4, None)]);
+        let steps = [
+            container("sidecar", Role::Sidecar, 0, 0, vec![run(0, None)]),
+            container("sidecar", Role::Sidecar, 0, 0, vec![run(24, None)]),
+            container(
+                "sidecar",
+                Role::Sidecar,
+                0,
+                1,
+                vec![run(0, Some(23)), run(24, None)],
+            ),
+        ];
+        let mut h: Option<History> = None;
+        let mut prev: Option<Decided> = None;
+        for (k, sidecar) in steps.into_iter().enumerate() {
+            let p = pod(vec![sidecar, app()]);
+            match h.as_mut() {
+                Some(h) => h.observe(p),
+                None => h = Some(History::new(p)),
+            }
+            let r = judge_history(h.as_ref().unwrap(), &Config::default(), prev.as_ref());
+            assert!(r.errors().next().is_none(), "step {k}: {r:#?}");
+            prev = Some(Decided::of(&r));
+        }
     }
 }

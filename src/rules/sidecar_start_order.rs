@@ -33,7 +33,7 @@ fn check(cx: &mut Ctx) {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::Role;
+    use crate::model::{EventReason, Role};
     use crate::report::{Rule, Verdict};
     use crate::rules::test_support::*;
 
@@ -44,7 +44,12 @@ mod tests {
             container("s2", Role::Sidecar, 1, 0, vec![run(2, None)]),
             container("app", Role::App, 0, 0, vec![run(8, None)]),
         ]);
-        let r = judged(p, &[]);
+        let ev = [
+            event("p.1", Some(0), EventReason::Started, None, 5, 5, 1),
+            event("p.2", Some(1), EventReason::Started, None, 2, 2, 1),
+            event("p.3", Some(2), EventReason::Started, None, 8, 8, 1),
+        ];
+        let r = judged(p, &ev);
         assert_eq!(r.startup, Verdict::Violated, "{r:#?}");
         assert!(
             r.violations
