@@ -18,7 +18,7 @@ if command -v file >/dev/null && file -L "$bin" | grep -q 'dynamically linked'; 
 fi
 bash scripts/buildah-deps.sh
 buildah=(buildah --storage-driver vfs)
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+version=$(grep -m1 '^version = ' Cargo.toml | sed 's/.*"\(.*\)"/\1/')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 start=$(date +%s%N)
 "${buildah[@]}" bud --quiet --layers=false -f Containerfile -t "$name" \
@@ -32,7 +32,10 @@ rm -f "$archive"
 echo "image: built $name ($(du -h "$archive" | cut -f1) OCI archive $archive) in $((($(date +%s%N) - start) / 1000000)) ms" >&2
 if [[ -S $sock ]]; then
   ctr -a "$sock" -n k8s.io images import "$archive" >/dev/null || die "ctr images import into $sock failed"
-  ctr -a "$sock" -n k8s.io images ls -q | grep -qx "$name" || die "$name not listed in the cluster's containerd after import"
+  # Listed first, then searched: `ctr ... | grep -q` under pipefail fails
+  # whenever grep exits before ctr has written everything (SIGPIPE).
+  listed=$(ctr -a "$sock" -n k8s.io images ls -q) || die "ctr images ls on $sock failed"
+  grep -qx -- "$name" <<<"$listed" || die "$name not listed in the cluster's containerd after import"
   echo "image: imported $name into the local cluster's containerd ($sock)" >&2
 else
   echo "image: no local cluster ($sock missing): not imported; push it with: buildah push --storage-driver vfs $name docker://REGISTRY/sidecar-order:TAG" >&2

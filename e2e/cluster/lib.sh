@@ -84,7 +84,10 @@ pid_is_ours() {
     want=$(cat "$PIDS/$name.start")
     [[ $(proc_starttime "$pid") == "$want" ]] || return 1
   fi
-  tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE"
+  # Read first, then searched (a pipe into grep -q can fail under pipefail).
+  local cmd
+  cmd=$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  grep -qF -- "$STATE" <<<"$cmd"
 }
 
 # tail_log NAME [LINES]: show the end of a component's log.

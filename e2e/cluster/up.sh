@@ -52,7 +52,8 @@ other=$(ip -4 -o route show root "$POD_CIDR" 2>/dev/null | grep -v " dev $CNI_BR
 # only it may route to 127.0.0.1 (route_localnet), for the DNAT rule that
 # takes pods to the API server.
 ip link show "$CNI_BRIDGE" >/dev/null 2>&1 || ip link add "$CNI_BRIDGE" type bridge || die "up: could not create bridge $CNI_BRIDGE"
-ip -4 -o addr show dev "$CNI_BRIDGE" | grep -q " inet $BRIDGE_IP/${POD_CIDR#*/} " ||
+bridge_addrs=$(ip -4 -o addr show dev "$CNI_BRIDGE")
+grep -q " inet $BRIDGE_IP/${POD_CIDR#*/} " <<<"$bridge_addrs" ||
   ip addr add "$BRIDGE_IP/${POD_CIDR#*/}" dev "$CNI_BRIDGE" || die "up: could not give $CNI_BRIDGE the address $BRIDGE_IP/${POD_CIDR#*/}"
 ip link set "$CNI_BRIDGE" up
 sysctl -qw "net.ipv4.conf.$CNI_BRIDGE.route_localnet=1" || die "up: could not set route_localnet on $CNI_BRIDGE"

@@ -75,12 +75,15 @@ impl History {
                             m.seen = p.finished.map_or(Some(seq), |f| f.seen);
                         }
                     }
+                    // A run new to the history is dated by the watch only when
+                    // it is the current, running one: it started since the
+                    // previous observation. One that shows up already ended
+                    // (in lastState, after a status that hid it: seen live)
+                    // may be older than anything seen: no watch-order date.
                     None => {
+                        let fresh = run.current && run.finished.is_none();
                         if let Some(m) = run.started.as_mut() {
-                            m.seen = Some(seq);
-                        }
-                        if let Some(m) = run.finished.as_mut() {
-                            m.seen = Some(seq);
+                            m.seen = fresh.then_some(seq);
                         }
                     }
                 }
