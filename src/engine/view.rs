@@ -9,8 +9,8 @@
 //! Generations. A pod's containers all run in one sandbox; when it is
 //! re-created (node reboot, runtime restart) every container is killed and
 //! the kubelet starts them again, init containers and sidecars first. The
-//! boundaries between generations are known from `SandboxChanged` events, the
-//! `PodReadyToStartContainers` condition, and plain init containers that ran again
+//! boundaries between generations are known from `SandboxChanged` events and
+//! plain init containers that ran again
 //! after an app had started. (Restart counts going down are no boundary: a
 //! restarted sidecar's count briefly reads 0 inside a running sandbox.) Boundaries
 //! can be missing (expired events, older kubelets), so a rule never decides a
@@ -317,9 +317,9 @@ pub fn build(h: &History) -> View<'_> {
             }
         }
     }
-    if let Some(secs) = pod.sandbox_ready {
-        boundaries.push(Moment::status(secs));
-    }
+    // The PodReadyToStartContainers condition is no boundary: seen live
+    // (e2e t13), the status that briefly shows a restarted sidecar with
+    // restart count 0 carries conditions rebuilt as well.
 
     // Runs: the statuses' runs, refined by Started events of the same
     // second; Started events that match no status run are runs of their own.
