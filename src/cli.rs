@@ -396,9 +396,8 @@ fn saved_pods_usable(file: &str, pods: &[Pod]) -> Result<(), AnalyzeError> {
 
 /// Runs `analyze`; returns the analyses and their printed form.
 pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), AnalyzeError> {
-    let mut cfg = Config {
+    let cfg = Config {
         outlive_secs: args.outlive_seconds,
-        now_secs: None,
     };
     let (pods, events) = match (&args.pod, &args.pod_name) {
         (Some(file), _) => {
@@ -415,10 +414,7 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
             };
             (pods, events)
         }
-        (None, Some(name)) => {
-            cfg.now_secs = Some(k8s_openapi::jiff::Timestamp::now().as_second());
-            live(args, name).await?
-        }
+        (None, Some(name)) => live(args, name).await?,
         (None, None) => return Err(AnalyzeError::Pod("give --pod FILE or a pod name".into())),
     };
     let analyses = analyze(&pods, &events, &cfg).map_err(|e| {

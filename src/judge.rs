@@ -25,17 +25,11 @@ pub struct Config {
     /// How long, beyond the grace period, a sidecar may run after every app
     /// container exited (Never/OnFailure pods).
     pub outlive_secs: i64,
-    /// The caller's clock, unix seconds. Rules never compare it with node
-    /// times; it is kept for callers that report it.
-    pub now_secs: Option<i64>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            outlive_secs: 30,
-            now_secs: None,
-        }
+        Config { outlive_secs: 30 }
     }
 }
 

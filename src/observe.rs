@@ -110,6 +110,18 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
     (kind, runs)
 }
 
+/// Whether a pod declares a native sidecar (an init container with
+/// `restartPolicy: Always`): read from the raw object, nothing projected.
+pub fn has_native_sidecar(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .is_some_and(|init| {
+            init.iter()
+                .any(|c| c.restart_policy.as_deref() == Some("Always"))
+        })
+}
+
 /// Projects a Pod onto the facts the engine needs.
 pub fn pod_facts(pod: &Pod) -> Result<PodFacts, PodError> {
     let meta = &pod.metadata;

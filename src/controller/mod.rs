@@ -2,7 +2,9 @@
 //! `metrics` and `writer` (reports, pod Events). `run` wires them together.
 
 pub mod gc;
+pub mod ledger;
 pub mod metrics;
+pub mod queue;
 pub mod run;
 pub mod store;
 pub mod workload;

@@ -3,7 +3,7 @@
 
 use crate::controller::metrics::Metrics;
 use crate::controller::store::{Store, Update};
-use crate::controller::writer::{self, Outgoing, ReportWriter};
+use crate::controller::writer::{self, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
 use futures::{Stream, StreamExt, stream};
@@ -184,6 +184,48 @@ async fn lease(client: &Client, s: &Settings) -> Result<Leadership, RunError> {
     })
 }
 
+/// Reports stored in the watched namespaces, listed a page at a time: what
+/// earlier runs recorded, so nothing is counted or written twice. Only each
+/// report's ledger is kept.
+async fn preload(client: &Client, s: &Settings, store: &mut Store) -> Result<usize, RunError> {
+    let apis: Vec<Api<SidecarOrderReport>> = if s.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        s.namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut loaded = 0;
+    for api in apis {
+        let mut lp = ListParams::default().limit(PRELOAD_PAGE);
+        loop {
+            let page = api.list(&lp).await.map_err(RunError::Preload)?;
+            for r in page.items {
+                let (Some(ns), Some(name)) = (r.metadata.namespace, r.metadata.name) else {
+                    continue;
+                };
+                loaded += 1;
+                match r.status {
+                    Some(status) => store.preload(&ns, &name, r.spec, status),
+                    None => {
+                        let created = r.metadata.creation_timestamp.map_or(0, |t| t.0.as_second());
+                        store.preload_empty(&ns, &name, created)
+                    }
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+/// Reports per page of the start-up list.
+const PRELOAD_PAGE: u32 = 500;
+
 pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Result<(), RunError> {
     let client = client_result.map_err(RunError::Client)?;
     ensure_crd(&client).await?;
@@ -193,25 +235,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
 
     let mut store = Store::new(Config {
         outlive_secs: s.outlive_secs,
-        now_secs: None,
     });
-    // What earlier runs recorded, so nothing is counted or written twice.
-    let existing: Api<SidecarOrderReport> = Api::all(client.clone());
-    let reports = existing
-        .list(&ListParams::default())
-        .await
-        .map_err(RunError::Preload)?;
-    let watched = |ns: &str| s.namespaces.is_empty() || s.namespaces.iter().any(|n| n == ns);
-    let mut loaded = 0usize;
-    for r in reports.items {
-        if let (Some(ns), Some(name), Some(status)) =
-            (r.metadata.namespace, r.metadata.name, r.status)
-            && watched(&ns)
-        {
-            loaded += 1;
-            store.preload(&ns, &name, r.spec, status);
-        }
-    }
+    let loaded = preload(&client, &s, &mut store).await?;
     tracing::info!(reports = loaded, "loaded existing reports");
 
     let Leadership {
@@ -219,15 +244,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         task: lease_task,
         _fixed,
     } = lease(&client, &s).await?;
-    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
+    let (tx, rx) = mpsc::channel::<Work>(1024);
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()));
     let writer_task = tokio::spawn(writer::run(
         writer,
         rx,
         leader.clone(),
-        Duration::from_secs(60),
-        s.report_ttl,
-        s.max_reports,
+        WriterConfig::default(),
     ));
 
     let mut inputs = watches(&client, &s);
@@ -237,7 +260,6 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         2 * s.namespaces.len()
     };
     let mut synced = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Lease(e.to_string()))?;
     metrics.leader.set(i64::from(*leader.borrow()));
@@ -260,7 +282,14 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                             WEvent::Init => { store.pods_resync_start(scope.as_deref()); Vec::new() }
                             WEvent::InitApply(p) | WEvent::Apply(p) => store.pod_applied(&p, seen),
                             WEvent::Delete(p) => store.pod_deleted(&p, seen),
-                            WEvent::InitDone => { synced += 1; store.pods_resync_done(scope.as_deref(), seen) }
+                            WEvent::InitDone => {
+                                synced += 1;
+                                let r = store.pods_resync_done(scope.as_deref(), seen);
+                                if !r.closed.is_empty() {
+                                    tracing::info!(reports = r.closed.len(), "reports of pods deleted while nobody watched");
+                                }
+                                r.updates
+                            }
                         }
                     }
                     Input::Event(ev) => {
@@ -273,7 +302,6 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     }
                 }
             }
-            _ = tick.tick() => store.tick(now()),
             _ = leader.changed() => {
                 let l = *leader.borrow();
                 metrics.leader.set(i64::from(l));
@@ -297,12 +325,12 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 seen_at,
                 from_standby: !is_leader,
             };
-            if tx.send(out).await.is_err() {
+            if tx.send(Work::Apply(out)).await.is_err() {
                 break;
             }
         }
         metrics.tracked_pods.set(store.tracked_pods() as i64);
-        metrics.set_verdicts(&store.verdict_counts());
+        metrics.set_verdicts(store.verdict_counts());
     }
     // Flush what is pending, then give the lease up.
     drop(tx);

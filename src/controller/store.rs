@@ -2,22 +2,24 @@
 //!
 //! Sans-IO like the engine: it takes decoded watch events and the caller's
 //! clock, keeps a compact projection per pod that has native sidecars, judges
-//! it, and returns what changed. Metric increments are computed here, as
-//! differences against what was already counted (and, after a restart,
-//! against what the stored reports already recorded), so nothing is counted
-//! twice.
+//! it, and returns what changed. Metric increments are computed against the
+//! pod's ledger (`ledger::Digest`), seeded from the stored report after a
+//! restart, so nothing is counted twice. Every cost here is per pod touched:
+//! the verdict gauges are kept incrementally and garbage collection reads
+//! the index of reports whose pod is gone (`gc::Gone`), never a list.
 
+use crate::controller::gc::{Gone, ReportRef};
+use crate::controller::ledger::{Digest, secs_of};
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::engine::history::{History, MAX_EVENTS};
 use crate::judge::{Config, Decided, judge_history};
-use crate::model::ProbeKind;
-use crate::observe::{EventFit, event_fact, pod_facts};
-use crate::report::{Evidence, Report, Verdict, Violation};
+use crate::observe::{EventFit, event_fact, has_native_sidecar, pod_facts};
+use crate::report::Verdict;
 use crate::time::rfc3339;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use k8s_openapi::jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+
+pub use super::ledger::Increments;
 
 /// Distinct event objects kept per pod; more are dropped and reported as a gap.
 pub const MAX_EVENTS_PER_POD: usize = MAX_EVENTS;
@@ -25,68 +27,6 @@ pub const MAX_EVENTS_PER_POD: usize = MAX_EVENTS;
 pub const MAX_PENDING_EVENTS: usize = 4096;
 
 pub use super::workload::Workload;
-
-fn hash_of(x: impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    x.hash(&mut h);
-    h.finish()
-}
-
-/// What has been counted (and written) for one pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Digest {
-    violations: Vec<u64>,
-    probes: Vec<(u64, ProbeKind, u32)>,
-    restarts: Vec<(u64, u32)>,
-    startup_timed: bool,
-    shutdown_timed: bool,
-    status_hash: u64,
-}
-
-fn violation_key(v: &Violation) -> u64 {
-    hash_of((v.rule, &v.containers))
-}
-
-fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
-    hash_of((
-        serde_json::to_string(spec).unwrap_or_default(),
-        serde_json::to_string(s).unwrap_or_default(),
-    ))
-}
-
-impl Digest {
-    /// What a stored report already recorded (loaded at start-up).
-    pub fn from_status(spec: &ReportSpec, s: &ReportStatus) -> Digest {
-        let r = &s.report;
-        Digest {
-            violations: r.violations.iter().map(violation_key).collect(),
-            probes: r
-                .probe_failures
-                .iter()
-                .map(|p| (hash_of(&p.container), p.probe, p.count))
-                .collect(),
-            restarts: r
-                .containers
-                .iter()
-                .map(|c| (hash_of(&c.name), c.restarts))
-                .collect(),
-            startup_timed: r.startup != Verdict::Pending,
-            shutdown_timed: r.shutdown != Verdict::Pending,
-            status_hash: status_hash(spec, s),
-        }
-    }
-}
-
-/// Metric increments of one update: only what was not counted before.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Increments {
-    pub violations: Vec<Violation>,
-    pub probe_failures: Vec<(String, ProbeKind, u32)>,
-    /// Sidecar restarts per container.
-    pub sidecar_restarts: Vec<(String, u32)>,
-    pub startup_seconds: Option<f64>,
-    pub shutdown_seconds: Option<f64>,
-}
 
 /// A report to write, with the increments it carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,12 +53,29 @@ struct Tracked {
     verdicts: (Verdict, Verdict),
 }
 
-/// A stored report loaded at start-up, until its pod is seen (or not).
+/// What a stored report loaded at start-up holds, compactly, until its pod
+/// is seen (or its namespace's list ends without it).
 struct Preloaded {
     namespace: String,
     name: String,
-    spec: ReportSpec,
-    status: ReportStatus,
+    digest: Digest,
+    decided: Decided,
+    ended_at: Option<i64>,
+}
+
+/// What a (re)list's end produced: reports of pods that are gone, and
+/// stored reports whose pod never showed up and that still read as live
+/// (the writer closes them: the pod was deleted while nobody watched).
+#[derive(Debug, Default)]
+pub struct Resynced {
+    pub updates: Vec<Update>,
+    pub closed: Vec<ReportRef>,
+}
+
+impl Resynced {
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.closed.is_empty()
+    }
 }
 
 type Key = (String, String);
@@ -133,39 +90,10 @@ pub struct Store {
     /// Pods listed so far by each (re)list in progress, by its watch's
     /// namespace (None: all namespaces).
     resync: HashMap<Option<String>, HashSet<Key>>,
-    seq: u64,
-}
-
-fn secs_of(s: &Option<String>) -> Option<i64> {
-    s.as_deref()?
-        .parse::<Timestamp>()
-        .ok()
-        .map(|t| t.as_second())
-}
-
-/// Startup time: first sidecar start to last app start; shutdown time: last
-/// app exit to last sidecar exit.
-fn durations(r: &Report) -> (Option<f64>, Option<f64>) {
-    use crate::model::Role;
-    let of = |role: Role| r.containers.iter().filter(move |c| c.role == role);
-    let span = |a: Option<i64>, b: Option<i64>| match (a, b) {
-        (Some(a), Some(b)) if b >= a => Some((b - a) as f64),
-        _ => None,
-    };
-    let first_sidecar = of(Role::Sidecar)
-        .filter_map(|c| secs_of(&c.first_started_at))
-        .min();
-    let last_app_start = of(Role::App)
-        .filter_map(|c| secs_of(&c.first_started_at))
-        .max();
-    let last_app_end = of(Role::App).filter_map(|c| secs_of(&c.finished_at)).max();
-    let last_sidecar_end = of(Role::Sidecar)
-        .filter_map(|c| secs_of(&c.finished_at))
-        .max();
-    (
-        span(first_sidecar, last_app_start),
-        span(last_app_end, last_sidecar_end),
-    )
+    /// Tracked pods by (startup, shutdown) verdict, kept as they change.
+    verdicts: HashMap<(Verdict, Verdict), i64>,
+    /// Reports whose pod is gone, by when it ended: what GC may delete.
+    gone: Gone,
 }
 
 impl Store {
@@ -177,7 +105,8 @@ impl Store {
             pending_len: 0,
             preloaded: HashMap::new(),
             resync: HashMap::new(),
-            seq: 0,
+            verdicts: HashMap::new(),
+            gone: Gone::default(),
         }
     }
 
@@ -186,25 +115,40 @@ impl Store {
     }
 
     /// How many tracked pods have each (startup, shutdown) verdict pair.
-    pub fn verdict_counts(&self) -> HashMap<(Verdict, Verdict), i64> {
-        let mut m = HashMap::new();
-        for t in self.pods.values() {
-            *m.entry(t.verdicts).or_default() += 1;
-        }
-        m
+    pub fn verdict_counts(&self) -> &HashMap<(Verdict, Verdict), i64> {
+        &self.verdicts
+    }
+
+    /// Reports known to exist: tracked pods', gone pods' and loaded ones.
+    pub fn known_reports(&self) -> usize {
+        self.pods.len() + self.gone.len() + self.preloaded.len()
     }
 
     /// Remembers a report that exists already (before the first pod list), so
-    /// its counts are not counted again and an unchanged status is not rewritten.
+    /// its counts are not counted again and an unchanged status is not
+    /// rewritten. Only its ledger is kept, not the report.
     pub fn preload(&mut self, namespace: &str, name: &str, spec: ReportSpec, status: ReportStatus) {
         self.preloaded.insert(
             spec.pod_uid.clone(),
             Preloaded {
                 namespace: namespace.into(),
                 name: name.into(),
-                spec,
-                status,
+                digest: Digest::from_status(&spec, &status),
+                decided: Decided::of(&status.report),
+                ended_at: secs_of(&status.pod_ended_at),
             },
+        );
+    }
+
+    /// A stored report without a status (its first status write failed):
+    /// nothing to count; GC may take it once its age passes the TTL.
+    pub fn preload_empty(&mut self, namespace: &str, name: &str, created: i64) {
+        self.gone.insert(
+            ReportRef {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            created,
         );
     }
 
@@ -217,9 +161,10 @@ impl Store {
     /// A (re)list of pods ended: pods of its scope not listed are gone, and
     /// stored reports of its scope whose pod never showed up are closed as
     /// seen from outside. Other namespaces' pods and reports are untouched.
-    pub fn pods_resync_done(&mut self, scope: Option<&str>, now: i64) -> Vec<Update> {
+    pub fn pods_resync_done(&mut self, scope: Option<&str>, now: i64) -> Resynced {
+        let mut out = Resynced::default();
         let Some(listed) = self.resync.remove(&scope.map(String::from)) else {
-            return Vec::new();
+            return out;
         };
         let in_scope = |ns: &str| scope.is_none_or(|s| s == ns);
         let gone: Vec<Key> = self
@@ -228,10 +173,9 @@ impl Store {
             .filter(|k| in_scope(&k.0) && !listed.contains(*k))
             .cloned()
             .collect();
-        let mut out = Vec::new();
         for key in gone {
             if let Some(t) = self.pods.remove(&key) {
-                out.extend(self.finish(t, now));
+                out.updates.extend(self.finish(t, now));
             }
         }
         let unseen: Vec<String> = self
@@ -244,47 +188,36 @@ impl Store {
             .into_iter()
             .filter_map(|uid| self.preloaded.remove(&uid))
         {
-            if p.status.pod_ended_at.is_some() {
-                continue;
-            }
-            let mut status = p.status;
-            status.pod_ended_at = Some(rfc3339(now));
-            status.report.evidence = Evidence::Partial;
-            status
-                .report
-                .gaps
-                .push("the pod was deleted while the controller was not watching".into());
-            if status.report.shutdown == Verdict::Pending {
-                status.report.shutdown = Verdict::Indeterminate;
-            }
-            out.push(Update {
+            let r = ReportRef {
                 namespace: p.namespace,
-                report_name: p.name,
-                pod_name: p.spec.pod_name.clone(),
-                pod_uid: p.spec.pod_uid.clone(),
-                workload: Workload::default(),
-                spec: p.spec,
-                status,
-                increments: Increments::default(),
-            });
+                name: p.name,
+            };
+            if p.ended_at.is_none() {
+                out.closed.push(r.clone());
+            }
+            self.gone.insert(r, p.ended_at.unwrap_or(now));
         }
         out
     }
 
     /// Takes in a pod's new version without judging it; the key when tracked.
     fn upsert(&mut self, pod: &Pod, now: i64) -> Option<(Key, Vec<Update>)> {
-        self.seq += 1;
-        let facts = pod_facts(pod).ok()?;
-        let key = (facts.namespace.clone(), facts.name.clone());
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
         for (scope, listed) in self.resync.iter_mut() {
             if scope.as_ref().is_none_or(|ns| *ns == key.0) {
                 listed.insert(key.clone());
             }
         }
-        if facts.sidecar_count() == 0 {
+        // Most pods of a cluster have no native sidecar: decided on the raw
+        // object, before any projection.
+        if !has_native_sidecar(pod) {
             self.drop_pending(&key);
             return None;
         }
+        let facts = pod_facts(pod).ok()?;
         let mut out = Vec::new();
         if let Some(old) = self.pods.get(&key)
             && old.history.pod.uid != facts.uid
@@ -300,13 +233,14 @@ impl Store {
             }
             None => {
                 let (digest, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
-                    Some(p) => (
-                        Digest::from_status(&p.spec, &p.status),
-                        secs_of(&p.status.pod_ended_at),
-                        Some(Decided::of(&p.status.report)),
-                    ),
+                    Some(p) => (p.digest, p.ended_at, Some(p.decided)),
                     None => (Digest::default(), None, None),
                 };
+                // Tracked again (a relist missed it): its report is no longer GC's.
+                self.gone.remove(&ReportRef {
+                    namespace: facts.namespace.clone(),
+                    name: report_name(&facts.name, &facts.uid),
+                });
                 let mut t = Tracked {
                     history: History::new(facts),
                     decided,
@@ -320,6 +254,7 @@ impl Store {
                     add_event(&mut t, &ev);
                 }
                 t.history.events.shrink_to_fit();
+                *self.verdicts.entry(t.verdicts).or_default() += 1;
                 self.pods.insert(key.clone(), Box::new(t));
             }
         }
@@ -336,7 +271,7 @@ impl Store {
             return Vec::new();
         };
         let t = self.pods.get_mut(&key).expect("tracked");
-        out.extend(judge_tracked(&self.cfg, t, now));
+        out.extend(judge_tracked(&self.cfg, &mut self.verdicts, t));
         out
     }
 
@@ -363,7 +298,7 @@ impl Store {
     }
 
     /// An Event was added or changed.
-    pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
+    pub fn event_applied(&mut self, ev: &Event, _now: i64) -> Vec<Update> {
         let obj = &ev.involved_object;
         if obj.kind.as_deref() != Some("Pod") {
             return Vec::new();
@@ -381,7 +316,9 @@ impl Store {
         match self.pods.get_mut(&key) {
             Some(t) => {
                 if add_event(t, ev) {
-                    judge_tracked(&self.cfg, t, now).into_iter().collect()
+                    judge_tracked(&self.cfg, &mut self.verdicts, t)
+                        .into_iter()
+                        .collect()
                 } else {
                     Vec::new()
                 }
@@ -405,13 +342,13 @@ impl Store {
         }
     }
 
-    /// Re-judges every pod (for rules that depend on the passing of time).
-    pub fn tick(&mut self, now: i64) -> Vec<Update> {
-        let cfg = self.cfg;
-        self.pods
-            .values_mut()
-            .filter_map(|t| judge_tracked(&cfg, t, now))
-            .collect()
+    /// Reports to delete now: those whose pod ended `ttl_secs` ago or more,
+    /// then, while more than `max_reports` are known, the oldest ended ones.
+    /// Never the report of a pod still tracked: it is not in the index.
+    pub fn expired(&mut self, now: i64, ttl_secs: i64, max_reports: usize) -> Vec<ReportRef> {
+        let tracked = self.pods.len() + self.preloaded.len();
+        self.gone
+            .expire(now, ttl_secs, max_reports.saturating_sub(tracked))
     }
 
     fn drop_pending(&mut self, key: &Key) {
@@ -420,11 +357,22 @@ impl Store {
         }
     }
 
-    /// The last judgement of a pod that is gone.
-    fn finish(&self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
+    /// The last judgement of a pod that is gone; its report goes to GC's index.
+    fn finish(&mut self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
         t.history.pod.gone = true;
-        t.ended_at.get_or_insert(now);
-        judge_tracked(&self.cfg, &mut t, now)
+        let ended = *t.ended_at.get_or_insert(now);
+        let out = judge_tracked(&self.cfg, &mut self.verdicts, &mut t);
+        if let Some(n) = self.verdicts.get_mut(&t.verdicts) {
+            *n -= 1;
+        }
+        self.gone.insert(
+            ReportRef {
+                namespace: t.history.pod.namespace.clone(),
+                name: report_name(&t.history.pod.name, &t.history.pod.uid),
+            },
+            ended,
+        );
+        out
     }
 }
 
@@ -437,26 +385,28 @@ fn add_event(t: &mut Tracked, ev: &Event) -> bool {
 }
 
 /// Judges a tracked pod; an update when the report changed.
-fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
-    let cfg = Config {
-        now_secs: Some(now),
-        ..*cfg
-    };
-    let report = judge_history(&t.history, &cfg, t.decided.as_ref());
+fn judge_tracked(
+    cfg: &Config,
+    verdicts: &mut HashMap<(Verdict, Verdict), i64>,
+    t: &mut Tracked,
+) -> Option<Update> {
+    let report = judge_history(&t.history, cfg, t.decided.as_ref());
     t.decided = Some(Decided::of(&report));
+    let now = (report.startup, report.shutdown);
+    if now != t.verdicts {
+        if let Some(n) = verdicts.get_mut(&t.verdicts) {
+            *n -= 1;
+        }
+        *verdicts.entry(now).or_default() += 1;
+        t.verdicts = now;
+    }
     let spec = ReportSpec {
         pod_name: t.history.pod.name.clone(),
         pod_uid: t.history.pod.uid.clone(),
         workload: t.workload.display(),
     };
-    t.verdicts = (report.startup, report.shutdown);
     let status = ReportStatus::new(report, t.ended_at.map(rfc3339));
-    let hash = status_hash(&spec, &status);
-    if hash == t.digest.status_hash {
-        return None;
-    }
-    let increments = count(&mut t.digest, &status.report);
-    t.digest.status_hash = hash;
+    let increments = t.digest.record(&spec, &status)?;
     Some(Update {
         namespace: t.history.pod.namespace.clone(),
         report_name: report_name(&t.history.pod.name, &t.history.pod.uid),
@@ -467,67 +417,6 @@ fn judge_tracked(cfg: &Config, t: &mut Tracked, now: i64) -> Option<Update> {
         status,
         increments,
     })
-}
-
-/// The part of `r` not yet counted in `d`; updates `d`.
-fn count(d: &mut Digest, r: &Report) -> Increments {
-    let mut inc = Increments::default();
-    for v in &r.violations {
-        let k = violation_key(v);
-        if !d.violations.contains(&k) {
-            d.violations.push(k);
-            inc.violations.push(v.clone());
-        }
-    }
-    for p in &r.probe_failures {
-        let k = hash_of(&p.container);
-        match d
-            .probes
-            .iter_mut()
-            .find(|(c, kind, _)| *c == k && *kind == p.probe)
-        {
-            Some((_, _, n)) => {
-                if p.count > *n {
-                    inc.probe_failures
-                        .push((p.container.clone(), p.probe, p.count - *n));
-                    *n = p.count;
-                }
-            }
-            None => {
-                inc.probe_failures
-                    .push((p.container.clone(), p.probe, p.count));
-                d.probes.push((k, p.probe, p.count));
-            }
-        }
-    }
-    for c in r
-        .containers
-        .iter()
-        .filter(|c| c.role == crate::model::Role::Sidecar)
-    {
-        let k = hash_of(&c.name);
-        let before = match d.restarts.iter_mut().find(|(n, _)| *n == k) {
-            Some((_, n)) => std::mem::replace(n, c.restarts.max(*n)),
-            None => {
-                d.restarts.push((k, c.restarts));
-                0
-            }
-        };
-        if c.restarts > before {
-            inc.sidecar_restarts
-                .push((c.name.clone(), c.restarts - before));
-        }
-    }
-    let (startup, shutdown) = durations(r);
-    if !d.startup_timed && r.startup != Verdict::Pending {
-        d.startup_timed = true;
-        inc.startup_seconds = startup;
-    }
-    if !d.shutdown_timed && r.shutdown != Verdict::Pending {
-        d.shutdown_timed = true;
-        inc.shutdown_seconds = shutdown;
-    }
-    inc
 }
 
 #[cfg(test)]
@@ -583,6 +472,89 @@ mod tests {
         assert_eq!(s.tracked_pods(), 0);
     }
 
+    fn sidecar_pod(ns: &str, name: &str, uid: &str, app: serde_json::Value) -> Pod {
+        pod(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "uid": uid},
+        "spec": {"initContainers": [{"name": "s", "restartPolicy": "Always"}], "containers": [{"name": "app"}]},
+        "status": {"initContainerStatuses": [{"name": "s", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": "2025-07-14T00:00:01Z"}}}],
+          "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": app}]}}))
+    }
+
+    #[test]
+    fn verdict_gauges_are_kept_as_pods_change_and_go() {
+        let waiting = serde_json::json!({"waiting": {"reason": "PodInitializing"}});
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let mut s = Store::new(Config::default());
+        let recount = |s: &Store| {
+            let mut m: HashMap<(Verdict, Verdict), i64> = HashMap::new();
+            for t in s.pods.values() {
+                *m.entry(t.verdicts).or_default() += 1;
+            }
+            m
+        };
+        let kept = |s: &Store| {
+            let mut m = s.verdict_counts().clone();
+            m.retain(|_, n| *n != 0);
+            m
+        };
+        for i in 0..4 {
+            s.pod_applied(
+                &sidecar_pod("ns", &format!("p{i}"), &format!("u{i}"), waiting.clone()),
+                1,
+            );
+            assert_eq!(kept(&s), recount(&s));
+        }
+        for i in 0..3 {
+            s.pod_applied(
+                &sidecar_pod("ns", &format!("p{i}"), &format!("u{i}"), running.clone()),
+                2,
+            );
+            assert_eq!(kept(&s), recount(&s));
+        }
+        assert_eq!(
+            s.verdict_counts()[&(Verdict::Verified, Verdict::Pending)],
+            3,
+            "{:?}",
+            s.verdict_counts()
+        );
+        s.pod_deleted(&sidecar_pod("ns", "p0", "u0", running.clone()), 3);
+        // A new pod under an old name replaces it.
+        s.pod_applied(&sidecar_pod("ns", "p1", "u1-new", waiting.clone()), 3);
+        assert_eq!(kept(&s), recount(&s));
+        assert_eq!(s.verdict_counts().values().sum::<i64>(), 3);
+    }
+
+    #[test]
+    fn gc_never_deletes_the_report_of_a_tracked_pod() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let mut s = Store::new(Config::default());
+        for i in 0..3 {
+            s.pod_applied(
+                &sidecar_pod("ns", &format!("p{i}"), &format!("u{i}"), running.clone()),
+                10,
+            );
+        }
+        // Over the cap, but every report is a tracked pod's.
+        assert!(s.expired(10_000, 60, 1).is_empty());
+        s.pod_deleted(&sidecar_pod("ns", "p1", "u1", running.clone()), 20);
+        assert_eq!(s.known_reports(), 3);
+        // Within the TTL and under the cap: kept.
+        assert!(s.expired(30, 60, 10).is_empty());
+        // Past the TTL: the gone pod's report, and only it.
+        let doomed = s.expired(80, 60, 10);
+        assert_eq!(doomed.len(), 1);
+        assert_eq!(doomed[0].name, crate::crd::report_name("p1", "u1"));
+        assert_eq!(s.known_reports(), 2);
+        // A relist that misses a pod ends it; seen again, it is GC's no more.
+        s.pods_resync_start(None);
+        s.pod_applied(&sidecar_pod("ns", "p0", "u0", running.clone()), 90);
+        assert_eq!(s.pods_resync_done(None, 90).updates.len(), 1);
+        s.pod_applied(&sidecar_pod("ns", "p2", "u2", running.clone()), 91);
+        assert!(s.expired(10_000, 60, 0).is_empty());
+    }
+
     #[test]
     fn a_relist_of_one_namespace_leaves_the_others_alone() {
         let mk = |ns: &str, uid: &str| {
@@ -619,7 +591,7 @@ mod tests {
         s.pods_resync_start(Some("a"));
         let out = s.pods_resync_done(Some("a"), 30);
         assert_eq!(s.tracked_pods(), 1);
-        assert!(out.iter().all(|u| u.namespace == "a"), "{out:#?}");
+        assert!(out.updates.iter().all(|u| u.namespace == "a"), "{out:#?}");
     }
 
     #[test]

@@ -1,0 +1,189 @@
+//! What has been counted for one pod: the ledger the metrics are computed
+//! against. An update's increments are the part of its report not yet in
+//! the pod's `Digest`; after a restart the digest is rebuilt from the stored
+//! report, so nothing is counted twice.
+
+use crate::crd::{ReportSpec, ReportStatus};
+use crate::model::ProbeKind;
+use crate::report::{Report, Verdict, Violation};
+use k8s_openapi::jiff::Timestamp;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+pub(crate) fn hash_of(x: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    x.hash(&mut h);
+    h.finish()
+}
+/// What has been counted (and written) for one pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    violations: Vec<u64>,
+    probes: Vec<(u64, ProbeKind, u32)>,
+    restarts: Vec<(u64, u32)>,
+    startup_timed: bool,
+    shutdown_timed: bool,
+    status_hash: u64,
+}
+
+fn violation_key(v: &Violation) -> u64 {
+    hash_of((v.rule, &v.containers))
+}
+
+/// A hash of the JSON the writer sends, computed without building it.
+pub(crate) fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
+    struct HashWriter(DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.write(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(DefaultHasher::new());
+    // Serialising these plain structs cannot fail; a failure would only
+    // cost one unneeded write.
+    let _ = serde_json::to_writer(&mut w, spec);
+    let _ = serde_json::to_writer(&mut w, s);
+    w.0.finish()
+}
+
+impl Digest {
+    /// Records a newly judged report: None when its status is the one last
+    /// recorded (nothing to write), else what it adds to the counts.
+    pub fn record(&mut self, spec: &ReportSpec, status: &ReportStatus) -> Option<Increments> {
+        let hash = status_hash(spec, status);
+        if hash == self.status_hash {
+            return None;
+        }
+        let inc = count(self, &status.report);
+        self.status_hash = hash;
+        Some(inc)
+    }
+
+    /// What a stored report already recorded (loaded at start-up).
+    pub fn from_status(spec: &ReportSpec, s: &ReportStatus) -> Digest {
+        let r = &s.report;
+        Digest {
+            violations: r.violations.iter().map(violation_key).collect(),
+            probes: r
+                .probe_failures
+                .iter()
+                .map(|p| (hash_of(&p.container), p.probe, p.count))
+                .collect(),
+            restarts: r
+                .containers
+                .iter()
+                .map(|c| (hash_of(&c.name), c.restarts))
+                .collect(),
+            startup_timed: r.startup != Verdict::Pending,
+            shutdown_timed: r.shutdown != Verdict::Pending,
+            status_hash: status_hash(spec, s),
+        }
+    }
+}
+
+/// Metric increments of one update: only what was not counted before.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Increments {
+    pub violations: Vec<Violation>,
+    pub probe_failures: Vec<(String, ProbeKind, u32)>,
+    /// Sidecar restarts per container.
+    pub sidecar_restarts: Vec<(String, u32)>,
+    pub startup_seconds: Option<f64>,
+    pub shutdown_seconds: Option<f64>,
+}
+
+pub(crate) fn secs_of(s: &Option<String>) -> Option<i64> {
+    s.as_deref()?
+        .parse::<Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Startup time: first sidecar start to last app start; shutdown time: last
+/// app exit to last sidecar exit.
+fn durations(r: &Report) -> (Option<f64>, Option<f64>) {
+    use crate::model::Role;
+    let of = |role: Role| r.containers.iter().filter(move |c| c.role == role);
+    let span = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64),
+        _ => None,
+    };
+    let first_sidecar = of(Role::Sidecar)
+        .filter_map(|c| secs_of(&c.first_started_at))
+        .min();
+    let last_app_start = of(Role::App)
+        .filter_map(|c| secs_of(&c.first_started_at))
+        .max();
+    let last_app_end = of(Role::App).filter_map(|c| secs_of(&c.finished_at)).max();
+    let last_sidecar_end = of(Role::Sidecar)
+        .filter_map(|c| secs_of(&c.finished_at))
+        .max();
+    (
+        span(first_sidecar, last_app_start),
+        span(last_app_end, last_sidecar_end),
+    )
+}
+
+/// The part of `r` not yet counted in `d`; updates `d`.
+fn count(d: &mut Digest, r: &Report) -> Increments {
+    let mut inc = Increments::default();
+    for v in &r.violations {
+        let k = violation_key(v);
+        if !d.violations.contains(&k) {
+            d.violations.push(k);
+            inc.violations.push(v.clone());
+        }
+    }
+    for p in &r.probe_failures {
+        let k = hash_of(&p.container);
+        match d
+            .probes
+            .iter_mut()
+            .find(|(c, kind, _)| *c == k && *kind == p.probe)
+        {
+            Some((_, _, n)) => {
+                if p.count > *n {
+                    inc.probe_failures
+                        .push((p.container.clone(), p.probe, p.count - *n));
+                    *n = p.count;
+                }
+            }
+            None => {
+                inc.probe_failures
+                    .push((p.container.clone(), p.probe, p.count));
+                d.probes.push((k, p.probe, p.count));
+            }
+        }
+    }
+    for c in r
+        .containers
+        .iter()
+        .filter(|c| c.role == crate::model::Role::Sidecar)
+    {
+        let k = hash_of(&c.name);
+        let before = match d.restarts.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, n)) => std::mem::replace(n, c.restarts.max(*n)),
+            None => {
+                d.restarts.push((k, c.restarts));
+                0
+            }
+        };
+        if c.restarts > before {
+            inc.sidecar_restarts
+                .push((c.name.clone(), c.restarts - before));
+        }
+    }
+    let (startup, shutdown) = durations(r);
+    if !d.startup_timed && r.startup != Verdict::Pending {
+        d.startup_timed = true;
+        inc.startup_seconds = startup;
+    }
+    if !d.shutdown_timed && r.shutdown != Verdict::Pending {
+        d.shutdown_timed = true;
+        inc.shutdown_seconds = shutdown;
+    }
+    inc
+}
