@@ -5,17 +5,24 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use sidecar_order::controller::metrics::Metrics;
+use sidecar_order::controller::metrics::{Metrics, WRITE_RESULTS};
 use sidecar_order::controller::store::{Increments, Update, Workload};
-use sidecar_order::controller::writer::{self, Outgoing, ReportWriter};
+use sidecar_order::controller::writer::{
+    self, Call, Outgoing, ReportWriter, Work, WriteError, WriterConfig,
+};
 use sidecar_order::crd::{ReportSpec, ReportStatus};
 use sidecar_order::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Reply = tower_test::mock::SendResponse<Response<Body>>;
 
 fn update(shutdown: Verdict, violations: Vec<Violation>) -> Update {
+    named("web-1b2c3d4e", shutdown, violations)
+}
+
+fn named(report_name: &str, shutdown: Verdict, violations: Vec<Violation>) -> Update {
     let report = Report {
         startup: Verdict::Verified,
         shutdown,
@@ -29,7 +36,7 @@ fn update(shutdown: Verdict, violations: Vec<Violation>) -> Update {
     };
     Update {
         namespace: "shop".into(),
-        report_name: "web-1b2c3d4e".into(),
+        report_name: report_name.into(),
         pod_name: "web".into(),
         pod_uid: "1b2c3d4e-0000".into(),
         workload: Workload {
@@ -49,6 +56,13 @@ fn update(shutdown: Verdict, violations: Vec<Violation>) -> Update {
     }
 }
 
+/// The last write of a report: its pod ended.
+fn ended(shutdown: Verdict) -> Update {
+    let mut u = update(shutdown, vec![]);
+    u.status.pod_ended_at = Some("2025-01-01T00:00:00Z".into());
+    u
+}
+
 fn violation() -> Violation {
     Violation {
         rule: Rule::SidecarStoppedBeforeApp,
@@ -59,14 +73,23 @@ fn violation() -> Violation {
     }
 }
 
-/// Answers the next request after checking it; returns its JSON body.
-async fn expect(handle: &mut Handle, method: &str, path: &str) -> Value {
+fn apply(u: Update) -> Work {
+    Work::Apply(Outgoing {
+        update: u,
+        seen_at: Instant::now(),
+        from_standby: false,
+    })
+}
+
+/// Takes the next request after checking its method and path; returns its
+/// JSON body and the means to answer it.
+async fn next(handle: &mut Handle, method: &str, path: &str) -> (Value, Reply) {
     let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
         .expect("service not called");
-    assert_eq!(req.method().as_str(), method);
     let uri = req.uri().to_string();
+    assert_eq!(req.method().as_str(), method, "{uri}");
     assert!(uri.starts_with(path), "{uri} is not {path}");
     if method == "PATCH" {
         assert!(uri.contains("fieldManager=sidecar-order"), "{uri}");
@@ -74,7 +97,11 @@ async fn expect(handle: &mut Handle, method: &str, path: &str) -> Value {
     }
     let bytes = req.into_body().collect_bytes().await.unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    // Echo the object back, as the API server does.
+    (body, send)
+}
+
+/// The object echoed back, as the API server does.
+fn echo(body: &Value) -> Response<Body> {
     let mut reply = body.clone();
     if reply.get("metadata").is_none() {
         reply["metadata"] = json!({"name": "x", "namespace": "shop"});
@@ -82,36 +109,67 @@ async fn expect(handle: &mut Handle, method: &str, path: &str) -> Value {
     if reply.get("status").is_some() && reply.get("spec").is_none() {
         reply["spec"] = json!({"podName": "web", "podUid": "1b2c3d4e-0000"});
     }
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-            .unwrap(),
-    );
+    Response::builder()
+        .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+        .unwrap()
+}
+
+/// Answers the next request after checking it; returns its JSON body.
+async fn expect(handle: &mut Handle, method: &str, path: &str) -> Value {
+    let (body, send) = next(handle, method, path).await;
+    send.send_response(echo(&body));
     body
+}
+
+/// Answers the next request with an error status.
+async fn refuse(handle: &mut Handle, method: &str, path: &str, code: u16) {
+    let (_, send) = next(handle, method, path).await;
+    send.send_response(status_reply(code, "Refused"));
+}
+
+/// A `Status` error reply, as the API server sends it.
+fn status_reply(code: u16, reason: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": reason, "reason": reason, "code": code});
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// Asserts that no request comes within `wait`.
+async fn quiet(handle: &mut Handle, wait: Duration) {
+    if let Ok(Some((req, _))) = tokio::time::timeout(wait, handle.next_request()).await {
+        panic!("unexpected {} {}", req.method(), req.uri());
+    }
 }
 
 const REPORT: &str =
     "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/web-1b2c3d4e";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+fn spec_path() -> String {
+    format!("{REPORT}?")
+}
+
+fn status_path() -> String {
+    format!("{REPORT}/status?")
+}
 
 #[tokio::test]
 async fn applies_spec_once_then_status_and_records_pod_events() {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
-    let mut w = ReportWriter::new(client, Metrics::new(), Some("test".into()));
+    let w = ReportWriter::new(client, Metrics::new(), Some("test".into()));
     let server = tokio::spawn(async move {
-        let spec = expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
+        let spec = expect(&mut handle, "PATCH", &spec_path()).await;
         assert_eq!(spec["kind"], "SidecarOrderReport");
         assert_eq!(spec["spec"]["podName"], "web");
         assert!(spec.get("status").is_none());
-        let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+        let st = expect(&mut handle, "PATCH", &status_path()).await;
         assert_eq!(st["status"]["shutdown"], "Violated");
         assert_eq!(st["status"]["violationCount"], 1);
-        let ev = expect(
-            &mut handle,
-            "POST",
-            "/apis/events.k8s.io/v1/namespaces/shop/events",
-        )
-        .await;
+        let ev = expect(&mut handle, "POST", EVENTS).await;
         assert_eq!(ev["reason"], "SidecarOrderViolation");
         assert_eq!(ev["type"], "Warning");
         assert_eq!(ev["regarding"]["name"], "web");
@@ -122,7 +180,7 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
                 .starts_with("sidecar-stopped-before-app: ")
         );
         // The second write of the same report: status only.
-        let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+        let st = expect(&mut handle, "PATCH", &status_path()).await;
         assert_eq!(st["status"]["shutdown"], "Verified");
         handle
     });
@@ -134,38 +192,61 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
     w.record_violations(&u2).await.unwrap();
     let mut handle = server.await.unwrap();
     // Nothing else was sent.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), handle.next_request())
-            .await
-            .is_err()
-    );
+    quiet(&mut handle, Duration::from_millis(100)).await;
 }
 
 /// The writer task on a mocked API server: its input channel, the lease
 /// flag, its metrics and the task, plus the mock's handle.
 struct Running {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Work>,
     lead_tx: watch::Sender<bool>,
     metrics: Metrics,
     task: tokio::task::JoinHandle<()>,
     handle: Handle,
 }
 
+impl Running {
+    async fn send(&self, work: Work) {
+        self.tx.send(work).await.unwrap();
+    }
+
+    fn count(&self, result: &str) -> u64 {
+        self.metrics
+            .report_writes
+            .with_label_values(&[result])
+            .get()
+    }
+
+    /// Waits (at most 5 s) for the counts of the results to reach `want`:
+    /// the writer counts once it has read the last answer.
+    async fn counted(&self, want: &[(&str, u64)]) {
+        let got = || {
+            want.iter()
+                .map(|(r, _)| (*r, self.count(r)))
+                .collect::<Vec<_>>()
+        };
+        for _ in 0..500 {
+            if got() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(got(), want);
+    }
+}
+
 fn start_writer(leader: bool) -> Running {
+    start_with(leader, WriterConfig::default(), 8)
+}
+
+fn start_with(leader: bool, cfg: WriterConfig, capacity: usize) -> Running {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let metrics = Metrics::new();
     let w = ReportWriter::new(client, metrics.clone(), None);
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = mpsc::channel(capacity);
     let (lead_tx, lead_rx) = watch::channel(leader);
-    let task = tokio::spawn(writer::run(
-        w,
-        rx,
-        lead_rx,
-        Duration::from_secs(3600),
-        Duration::from_secs(86400),
-        100,
-    ));
+    let task = tokio::spawn(writer::run(w, rx, lead_rx, cfg));
     Running {
         tx,
         lead_tx,
@@ -173,6 +254,15 @@ fn start_writer(leader: bool) -> Running {
         task,
         handle,
     }
+}
+
+/// Closes the writer's channel and waits for the task to end.
+async fn stop(r: Running) {
+    drop(r.tx);
+    tokio::time::timeout(Duration::from_secs(10), r.task)
+        .await
+        .expect("the writer did not stop")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -186,64 +276,53 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
     } = start_writer(false);
     // Two updates of one report while not leader: nothing is written...
     for v in [Verdict::Pending, Verdict::Verified] {
-        tx.send(Outgoing {
+        let o = Outgoing {
             update: update(v, vec![]),
             seen_at: Instant::now(),
             from_standby: true,
-        })
-        .await
-        .unwrap();
+        };
+        tx.send(Work::Apply(o)).await.unwrap();
     }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), handle.next_request())
-            .await
-            .is_err()
-    );
+    quiet(&mut handle, Duration::from_millis(300)).await;
     // ...until the lease is won; then only the newest state is written.
     lead_tx.send(true).unwrap();
-    expect(&mut handle, "PATCH", &format!("{REPORT}?")).await;
-    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    expect(&mut handle, "PATCH", &spec_path()).await;
+    let st = expect(&mut handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
     // Closing the channel (SIGTERM) flushes what is pending, then the task ends.
-    tx.send(Outgoing {
-        update: update(Verdict::Violated, vec![]),
-        seen_at: Instant::now(),
-        from_standby: false,
-    })
-    .await
-    .unwrap();
+    tx.send(apply(update(Verdict::Violated, vec![])))
+        .await
+        .unwrap();
     drop(tx);
-    let st = expect(&mut handle, "PATCH", &format!("{REPORT}/status?")).await;
+    let st = expect(&mut handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Violated");
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        metrics
-            .render()
-            .contains("sidecar_order_report_writes_total{result=\"written\"} 2")
-    );
+    let text = metrics.render();
+    assert!(text.contains("sidecar_order_report_writes_total{result=\"written\"} 2"));
+    assert!(text.contains("sidecar_order_report_latency_seconds_count 2"));
 }
 
-/// On SIGTERM the pending writes get a few more tries; an API server that
-/// refuses them all must not keep the controller (and its lease) alive.
-#[tokio::test]
-async fn a_failing_flush_gives_up_after_a_few_rounds() {
+/// On SIGTERM the pending writes get until the flush timeout; an API server
+/// that refuses them all must not keep the controller (and its lease) alive.
+#[tokio::test(start_paused = true)]
+async fn a_failing_flush_gives_up_at_the_flush_timeout() {
+    let cfg = WriterConfig {
+        flush_timeout: Duration::from_secs(2),
+        ..WriterConfig::default()
+    };
     let Running {
         tx,
         lead_tx: _lead_tx,
         metrics,
         task,
         mut handle,
-    } = start_writer(true);
-    tx.send(Outgoing {
-        update: update(Verdict::Verified, vec![]),
-        seen_at: Instant::now(),
-        from_standby: false,
-    })
-    .await
-    .unwrap();
+    } = start_with(true, cfg, 8);
+    tx.send(apply(update(Verdict::Verified, vec![])))
+        .await
+        .unwrap();
     drop(tx);
     // Refuses every request until the writer (and its client) is gone.
     let answerer = tokio::spawn(async move {
@@ -254,47 +333,280 @@ async fn a_failing_flush_gives_up_after_a_few_rounds() {
         }
         refused
     });
+    let start = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .expect("the writer kept retrying")
         .unwrap();
+    assert!(start.elapsed() <= Duration::from_millis(2100));
     let refused = answerer.await.unwrap();
-    assert!(refused >= 2, "only {refused} tries");
-    assert!(
-        metrics
-            .render()
-            .contains("sidecar_order_report_writes_total{result=\"error\"}")
-    );
+    // 200 ms, 400 ms, 800 ms of backoff fit in 2 s: four tries.
+    assert!(refused >= 3, "only {refused} tries");
+    let failed = metrics
+        .report_writes
+        .with_label_values(&["server_error"])
+        .get();
+    assert_eq!(failed, refused);
 }
 
-/// A `Status` error reply, as the API server sends it.
-fn status_reply(code: u16, reason: &str) -> Response<Body> {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": reason, "reason": reason, "code": code});
-    Response::builder()
-        .status(code)
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
+/// Two more updates of a report while its write is in flight: one more
+/// write, with the newest status, after the first one ends.
+#[tokio::test]
+async fn updates_during_a_write_are_coalesced_into_one_more_write() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    let (spec, reply) = next(&mut r.handle, "PATCH", &spec_path()).await;
+    r.send(apply(update(Verdict::Verified, vec![]))).await;
+    r.send(apply(update(Verdict::Violated, vec![]))).await;
+    // Not written concurrently.
+    quiet(&mut r.handle, Duration::from_millis(100)).await;
+    reply.send_response(echo(&spec));
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Pending");
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Violated");
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    r.counted(&[("written", 2)]).await;
+    stop(r).await;
+}
+
+/// A report deleted behind the writer's back is created again.
+#[tokio::test]
+async fn a_report_deleted_behind_our_back_is_created_again() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    r.send(apply(update(Verdict::Verified, vec![]))).await;
+    refuse(&mut r.handle, "PATCH", &status_path(), 404).await;
+    let spec = expect(&mut r.handle, "PATCH", &spec_path()).await;
+    assert_eq!(spec["spec"]["podName"], "web");
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Verified");
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    r.counted(&[("written", 1), ("recreated", 1)]).await;
+    stop(r).await;
+}
+
+/// ...but not when the update is the last one (the pod ended): it is dropped.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_report_of_an_ended_pod_is_dropped() {
+    let mut r = start_writer(true);
+    r.send(apply(ended(Verdict::Verified))).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    refuse(&mut r.handle, "PATCH", &status_path(), 404).await;
+    quiet(&mut r.handle, Duration::from_secs(120)).await;
+    r.counted(&[("not_found_dropped", 1)]).await;
+    stop(r).await;
+}
+
+/// A write the API server rejects is given up, not retried; newer work for
+/// the same report is still written.
+#[tokio::test(start_paused = true)]
+async fn a_rejected_write_is_given_up() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    refuse(&mut r.handle, "PATCH", &spec_path(), 422).await;
+    quiet(&mut r.handle, Duration::from_secs(120)).await;
+    r.counted(&[("rejected", 1)]).await;
+    r.send(apply(update(Verdict::Verified, vec![]))).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    r.counted(&[("written", 1)]).await;
+    stop(r).await;
+}
+
+/// A server error is retried after the backoff; the spec already applied
+/// is not applied again.
+#[tokio::test(start_paused = true)]
+async fn a_server_error_is_retried_after_a_backoff() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    refuse(&mut r.handle, "PATCH", &status_path(), 500).await;
+    let failed_at = tokio::time::Instant::now();
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Pending");
+    let waited = failed_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(180) && waited <= Duration::from_millis(250),
+        "{waited:?}"
+    );
+    r.counted(&[("server_error", 1), ("written", 1)]).await;
+    stop(r).await;
+}
+
+/// A call that never answers times out and is retried.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_never_answers_times_out_and_is_retried() {
+    let cfg = WriterConfig {
+        call_timeout: Duration::from_secs(2),
+        ..WriterConfig::default()
+    };
+    let mut r = start_with(true, cfg, 8);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    let sent_at = tokio::time::Instant::now();
+    // Held, never answered.
+    let (_, _held) = next(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    assert!(sent_at.elapsed() >= Duration::from_secs(2));
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    r.counted(&[("timeout", 1), ("written", 1)]).await;
+    stop(r).await;
+}
+
+/// Up to `concurrency` reports are written at once.
+#[tokio::test]
+async fn several_reports_are_written_at_once() {
+    let cfg = WriterConfig {
+        concurrency: 2,
+        ..WriterConfig::default()
+    };
+    let mut r = start_with(true, cfg, 8);
+    for name in ["a", "b", "c"] {
+        r.send(apply(named(name, Verdict::Pending, vec![]))).await;
+    }
+    let base = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/";
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let (req, reply) = tokio::time::timeout(Duration::from_secs(5), r.handle.next_request())
+            .await
+            .expect("two writes at once")
+            .unwrap();
+        let uri = req.uri().to_string();
+        let name = uri[base.len()..].split('?').next().unwrap().to_string();
+        let body = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        first.push((name, body, reply));
+    }
+    let mut names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    // Both slots are taken: "c" waits.
+    quiet(&mut r.handle, Duration::from_millis(200)).await;
+    let (later, body, reply) = first.pop().unwrap();
+    reply.send_response(echo(&body));
+    expect(&mut r.handle, "PATCH", &format!("{base}{later}/status?")).await;
+    // One is done: "c" gets its slot while the other still waits.
+    expect(&mut r.handle, "PATCH", &format!("{base}c?")).await;
+    expect(&mut r.handle, "PATCH", &format!("{base}c/status?")).await;
+    let (earlier, body, reply) = first.pop().unwrap();
+    reply.send_response(echo(&body));
+    expect(&mut r.handle, "PATCH", &format!("{base}{earlier}/status?")).await;
+    r.counted(&[("written", 3)]).await;
+    stop(r).await;
+}
+
+/// The watch loop never waits on the writer, even with the API server
+/// stalled: 10,000 reports go into a channel of 1,024 at once.
+#[tokio::test]
+async fn a_stalled_api_server_never_blocks_the_sender() {
+    let mut r = start_with(true, WriterConfig::default(), 1024);
+    let start = Instant::now();
+    let sender = r.tx.clone();
+    let send_all = async move {
+        for i in 0..10_000 {
+            let u = named(&format!("r{i}"), Verdict::Pending, vec![violation()]);
+            sender.send(apply(u)).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), send_all)
+        .await
+        .expect("the sender waited on the writer");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Eight writes are in flight, none answered.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let (req, reply) = r.handle.next_request().await.unwrap();
+        held.push((req, reply));
+    }
+    quiet(&mut r.handle, Duration::from_millis(100)).await;
+    r.task.abort();
+}
+
+/// A delete of a report drops its pending write.
+#[tokio::test]
+async fn a_delete_drops_the_pending_write() {
+    let mut r = start_writer(false);
+    r.send(apply(update(Verdict::Verified, vec![violation()])))
+        .await;
+    r.send(Work::Delete {
+        namespace: "shop".into(),
+        name: "web-1b2c3d4e".into(),
+    })
+    .await;
+    // Both taken in before the lease is won.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.lead_tx.send(true).unwrap();
+    let (_, reply) = next(&mut r.handle, "DELETE", REPORT).await;
+    let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200});
+    reply.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&ok).unwrap()))
+            .unwrap(),
+    );
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    r.counted(&[("deleted", 1), ("written", 0)]).await;
+    // The writer forgot the report: were it wanted again, its spec is applied.
+    r.send(apply(update(Verdict::Verified, vec![]))).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    stop(r).await;
+}
+
+/// Every error maps to one of the exported results.
+#[test]
+fn every_error_counts_as_a_known_result() {
+    let api = |code: u16| WriteError::Api {
+        call: Call::ApplyStatus,
+        namespace: "shop".into(),
+        name: "r".into(),
+        source: kube::Error::Api(
+            kube::core::Status::failure("no", "No")
+                .with_code(code)
+                .boxed(),
+        ),
+    };
+    let cases = [
+        (404, "not_found_dropped"),
+        (400, "rejected"),
+        (403, "rejected"),
+        (422, "rejected"),
+        (409, "conflict"),
+        (429, "throttled"),
+        (500, "server_error"),
+        (503, "server_error"),
+        (401, "other_error"),
+    ];
+    for (code, want) in cases {
+        assert_eq!(api(code).category(), want, "{code}");
+        assert!(WRITE_RESULTS.contains(&want));
+    }
+    let timeout = WriteError::Timeout {
+        call: Call::Get,
+        namespace: "shop".into(),
+        name: "r".into(),
+        after: Duration::from_secs(10),
+    };
+    assert_eq!(timeout.category(), "timeout");
 }
 
 /// A standby queues an update with a new violation, then wins the lease; the
 /// mock answers its GET of the report with `stored` (404 when None).
 async fn handover(stored: Option<Update>) -> Running {
     let mut r = start_writer(false);
-    r.tx.send(Outgoing {
+    r.send(Work::Apply(Outgoing {
         update: update(Verdict::Violated, vec![violation()]),
         seen_at: Instant::now(),
         from_standby: true,
-    })
-    .await
-    .unwrap();
+    }))
+    .await;
     r.lead_tx.send(true).unwrap();
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), r.handle.next_request())
-        .await
-        .expect("a GET of the report")
-        .unwrap();
-    assert_eq!(req.method().as_str(), "GET");
-    assert!(req.uri().to_string().starts_with(REPORT), "{}", req.uri());
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
     send.send_response(match stored {
         Some(u) => {
             let body = json!({
@@ -311,30 +623,16 @@ async fn handover(stored: Option<Update>) -> Running {
     r
 }
 
-/// Closes the writer's channel and waits for the task to end.
-async fn stop(r: Running) {
-    drop(r.tx);
-    tokio::time::timeout(Duration::from_secs(5), r.task)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 /// A standby that wins the lease writes what it queued, but does not
 /// announce again the violations the old leader's report already lists.
 #[tokio::test]
 async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
     let mut r = handover(Some(update(Verdict::Violated, vec![violation()]))).await;
-    expect(&mut r.handle, "PATCH", &format!("{REPORT}?")).await;
-    let st = expect(&mut r.handle, "PATCH", &format!("{REPORT}/status?")).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["violationCount"], 1);
     // No Warning Event: the old leader recorded it.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), r.handle.next_request())
-            .await
-            .is_err(),
-        "an Event was recorded again"
-    );
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
     stop(r).await;
 }
 
@@ -343,14 +641,23 @@ async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
 #[tokio::test]
 async fn a_new_leader_announces_what_the_report_lacks() {
     let mut r = handover(None).await;
-    expect(&mut r.handle, "PATCH", &format!("{REPORT}?")).await;
-    expect(&mut r.handle, "PATCH", &format!("{REPORT}/status?")).await;
-    let ev = expect(
-        &mut r.handle,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/shop/events",
-    )
-    .await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    let ev = expect(&mut r.handle, "POST", EVENTS).await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
+    stop(r).await;
+}
+
+/// A pod Event that fails is counted, not retried: the report lists it.
+#[tokio::test(start_paused = true)]
+async fn a_failed_pod_event_is_counted_not_retried() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    refuse(&mut r.handle, "POST", EVENTS, 500).await;
+    quiet(&mut r.handle, Duration::from_secs(120)).await;
+    r.counted(&[("written", 1), ("event_error", 1)]).await;
     stop(r).await;
 }

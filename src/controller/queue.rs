@@ -1,0 +1,399 @@
+//! The report writer's work queue, sans IO: the newest work per report,
+//! one write in flight per report, bounded concurrency and per-report
+//! exponential backoff. No client, no tokio: the caller passes the time.
+
+use crate::controller::store::Update;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+/// A report: (namespace, name).
+pub type Key = (String, String);
+
+/// An update on its way to the API, with when its watch event arrived.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub update: Update,
+    pub seen_at: Instant,
+    /// Made while another replica held the lease: that one may have
+    /// announced its violations already.
+    pub from_standby: bool,
+}
+
+/// What the writer is asked to do with one report.
+// Unboxed: the queue holds at most one per report and nearly all are applies.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Write this report (server-side apply of spec once + status), then its pod Events.
+    Apply(Outgoing),
+    /// Delete this report (garbage collection decided by the store, which
+    /// never asks for the report of a pod it still tracks).
+    Delete { namespace: String, name: String },
+}
+
+impl Work {
+    pub fn key(&self) -> Key {
+        match self {
+            Work::Apply(o) => (o.update.namespace.clone(), o.update.report_name.clone()),
+            Work::Delete { namespace, name } => (namespace.clone(), name.clone()),
+        }
+    }
+}
+
+/// Merges newer work for a report into older work not written yet: the
+/// newest status (or a delete) wins; violations accumulate, so their Events
+/// are still published; the earliest `seen_at` stays, so latency measures
+/// the oldest change the write carries.
+pub fn coalesce(older: Work, newer: Work) -> Work {
+    match (older, newer) {
+        (Work::Apply(old), Work::Apply(mut new)) => {
+            let mut violations = old.update.increments.violations;
+            violations.append(&mut new.update.increments.violations);
+            new.update.increments.violations = violations;
+            // Violations queued as standby keep needing the check.
+            new.from_standby |= old.from_standby;
+            new.seen_at = new.seen_at.min(old.seen_at);
+            Work::Apply(new)
+        }
+        (_, newer) => newer,
+    }
+}
+
+/// What became of a write.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written (or deliberately dropped): the key's backoff resets.
+    Done,
+    /// Failed for now: written again after a backoff, unless newer work
+    /// for the key came meanwhile (then that, merged with this).
+    Retry(Work),
+}
+
+struct Backoff {
+    failures: u32,
+    /// Set while the key waits; cleared when the wait is over.
+    until: Option<Instant>,
+}
+
+pub struct Queue {
+    concurrency: usize,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    pending: HashMap<Key, Work>,
+    /// Pending keys neither in flight nor backing off, oldest first.
+    ready: VecDeque<Key>,
+    in_flight: HashSet<Key>,
+    backoff: HashMap<Key, Backoff>,
+    /// The ends of the waits, soonest first.
+    timers: BTreeSet<(Instant, Key)>,
+}
+
+impl Queue {
+    pub fn new(concurrency: usize, backoff_min: Duration, backoff_max: Duration) -> Self {
+        Queue {
+            concurrency: concurrency.max(1),
+            backoff_min,
+            backoff_max: backoff_max.max(backoff_min),
+            pending: HashMap::new(),
+            ready: VecDeque::new(),
+            in_flight: HashSet::new(),
+            backoff: HashMap::new(),
+            timers: BTreeSet::new(),
+        }
+    }
+
+    /// Queues work; merges it into what is pending for its key.
+    pub fn push(&mut self, work: Work) {
+        let key = work.key();
+        match self.pending.remove(&key) {
+            Some(older) => {
+                self.pending.insert(key, coalesce(older, work));
+            }
+            None => {
+                if self.idle(&key) {
+                    self.ready.push_back(key.clone());
+                }
+                self.pending.insert(key, work);
+            }
+        }
+    }
+
+    /// The next work to write now, if a slot is free and a key is ready.
+    /// The key counts as in flight until `done`.
+    pub fn next_ready(&mut self, now: Instant) -> Option<Work> {
+        while let Some((at, _)) = self.timers.first()
+            && *at <= now
+        {
+            let (_, key) = self.timers.pop_first().expect("present");
+            if let Some(b) = self.backoff.get_mut(&key) {
+                b.until = None;
+            }
+            if self.pending.contains_key(&key) {
+                self.ready.push_back(key);
+            }
+        }
+        if self.in_flight.len() >= self.concurrency {
+            return None;
+        }
+        let key = self.ready.pop_front()?;
+        let work = self.pending.remove(&key).expect("a ready key is pending");
+        self.in_flight.insert(key);
+        Some(work)
+    }
+
+    /// Ends the write in flight for `key`.
+    pub fn done(&mut self, key: &Key, outcome: Outcome, now: Instant) {
+        self.in_flight.remove(key);
+        match outcome {
+            Outcome::Done => {
+                self.backoff.remove(key);
+                if self.pending.contains_key(key) {
+                    self.ready.push_back(key.clone());
+                }
+            }
+            Outcome::Retry(work) => {
+                let work = match self.pending.remove(key) {
+                    Some(newer) => coalesce(work, newer),
+                    None => work,
+                };
+                self.pending.insert(key.clone(), work);
+                let b = self.backoff.entry(key.clone()).or_insert(Backoff {
+                    failures: 0,
+                    until: None,
+                });
+                b.failures += 1;
+                let until = now + delay(self.backoff_min, self.backoff_max, b.failures, key);
+                b.until = Some(until);
+                self.timers.insert((until, key.clone()));
+            }
+        }
+    }
+
+    /// When the soonest backoff ends.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Reports waiting to be written (not counting those in flight).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Neither in flight nor backing off.
+    fn idle(&self, key: &Key) -> bool {
+        !self.in_flight.contains(key) && self.backoff.get(key).is_none_or(|b| b.until.is_none())
+    }
+}
+
+/// `min` doubled per failure after the first, at most `max`, less up to a
+/// tenth so that reports which failed together do not retry together.
+fn delay(min: Duration, max: Duration, failures: u32, key: &Key) -> Duration {
+    let base = min
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(max);
+    let tenths = RandomState::new().hash_one((key, failures)) % 1000;
+    base - base.mul_f64(tenths as f64 / 10_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::{Increments, Workload};
+    use crate::crd::{ReportSpec, ReportStatus};
+    use crate::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn apply(name: &str, shutdown: Verdict, violations: usize, seen_at: Instant) -> Work {
+        let report = Report {
+            startup: Verdict::Verified,
+            shutdown,
+            sidecars: 1,
+            evidence: Evidence::Complete,
+            gaps: vec![],
+            violations: vec![],
+            probe_failures: vec![],
+            containers: vec![],
+            checks: vec![],
+        };
+        let v = Violation {
+            rule: Rule::SidecarStopOrder,
+            severity: Severity::Error,
+            containers: vec![name.into()],
+            message: String::new(),
+            evidence: vec![],
+        };
+        Work::Apply(Outgoing {
+            update: Update {
+                namespace: "ns".into(),
+                report_name: name.into(),
+                pod_name: name.into(),
+                pod_uid: "uid".into(),
+                workload: Workload::default(),
+                spec: ReportSpec {
+                    pod_name: name.into(),
+                    pod_uid: "uid".into(),
+                    workload: None,
+                },
+                status: ReportStatus::new(report, None),
+                increments: Increments {
+                    violations: vec![v; violations],
+                    ..Default::default()
+                },
+            },
+            seen_at,
+            from_standby: false,
+        })
+    }
+
+    fn delete(name: &str) -> Work {
+        Work::Delete {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        ("ns".into(), name.into())
+    }
+
+    fn outgoing(w: Work) -> Outgoing {
+        match w {
+            Work::Apply(o) => o,
+            Work::Delete { .. } => panic!("a delete"),
+        }
+    }
+
+    #[test]
+    fn the_newest_status_wins_violations_accumulate_the_earliest_seen_stays() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, MS, MS);
+        q.push(apply("a", Verdict::Pending, 1, t0));
+        let Work::Apply(mut second) = apply("a", Verdict::Violated, 2, t0 + MS) else {
+            unreachable!()
+        };
+        second.from_standby = true;
+        q.push(Work::Apply(second));
+        assert_eq!(q.pending(), 1);
+        let o = outgoing(q.next_ready(t0).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
+        assert_eq!(o.update.increments.violations.len(), 3);
+        assert_eq!(o.seen_at, t0);
+        assert!(o.from_standby);
+        assert!(q.next_ready(t0).is_none());
+    }
+
+    #[test]
+    fn a_key_in_flight_waits_and_is_written_once_more_with_the_newest() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, MS, MS);
+        q.push(apply("a", Verdict::Pending, 0, t0));
+        q.next_ready(t0).unwrap();
+        q.push(apply("a", Verdict::Verified, 0, t0));
+        q.push(apply("a", Verdict::Violated, 0, t0));
+        assert!(q.next_ready(t0).is_none(), "written concurrently");
+        q.done(&key("a"), Outcome::Done, t0);
+        let o = outgoing(q.next_ready(t0).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
+        q.done(&key("a"), Outcome::Done, t0);
+        assert!(q.next_ready(t0).is_none());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_delete_drops_the_pending_apply() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, MS, MS);
+        q.push(apply("a", Verdict::Pending, 1, t0));
+        q.push(delete("a"));
+        assert!(matches!(q.next_ready(t0), Some(Work::Delete { .. })));
+        assert!(q.next_ready(t0).is_none());
+    }
+
+    #[test]
+    fn at_most_concurrency_in_flight_oldest_first() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(2, MS, MS);
+        for name in ["a", "b", "c"] {
+            q.push(apply(name, Verdict::Pending, 0, t0));
+        }
+        let first = q.next_ready(t0).unwrap().key();
+        let second = q.next_ready(t0).unwrap().key();
+        assert_eq!((first, second), (key("a"), key("b")));
+        assert!(q.next_ready(t0).is_none());
+        assert_eq!(q.in_flight(), 2);
+        q.done(&key("b"), Outcome::Done, t0);
+        assert_eq!(q.next_ready(t0).unwrap().key(), key("c"));
+    }
+
+    #[test]
+    fn a_failure_backs_off_doubling_to_the_cap_and_success_resets() {
+        let t0 = Instant::now();
+        let (min, max) = (Duration::from_millis(200), Duration::from_millis(1000));
+        let mut q = Queue::new(8, min, max);
+        q.push(apply("a", Verdict::Pending, 0, t0));
+        let mut now = t0;
+        for want in [200, 400, 800, 1000, 1000] {
+            let w = q.next_ready(now).expect("ready after its backoff");
+            q.done(&key("a"), Outcome::Retry(w), now);
+            let wait = q.next_wake().unwrap() - now;
+            let want = Duration::from_millis(want);
+            assert!(wait <= want && wait >= want.mul_f64(0.9), "{wait:?}");
+            assert!(q.next_ready(now + wait - MS).is_none(), "retried early");
+            now += wait;
+        }
+        let w = q.next_ready(now).unwrap();
+        q.done(&key("a"), Outcome::Done, now);
+        // The next failure starts again from the minimum.
+        q.push(w);
+        let w = q.next_ready(now).unwrap();
+        q.done(&key("a"), Outcome::Retry(w), now);
+        assert!(q.next_wake().unwrap() - now <= min);
+    }
+
+    #[test]
+    fn newer_work_for_a_key_backing_off_replaces_it_and_waits() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, Duration::from_secs(1), Duration::from_secs(1));
+        q.push(apply("a", Verdict::Pending, 1, t0));
+        let w = q.next_ready(t0).unwrap();
+        q.done(&key("a"), Outcome::Retry(w), t0);
+        q.push(apply("a", Verdict::Verified, 1, t0 + MS));
+        q.push(apply("b", Verdict::Pending, 0, t0));
+        // "b" is not held up by "a".
+        assert_eq!(q.next_ready(t0).unwrap().key(), key("b"));
+        assert!(q.next_ready(t0 + MS * 500).is_none());
+        let o = outgoing(q.next_ready(t0 + Duration::from_secs(1)).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Verified);
+        assert_eq!(o.update.increments.violations.len(), 2);
+        assert_eq!(o.seen_at, t0);
+    }
+
+    #[test]
+    fn a_failed_write_merges_under_newer_work_that_came_meanwhile() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, MS, MS);
+        q.push(apply("a", Verdict::Pending, 1, t0));
+        let w = q.next_ready(t0).unwrap();
+        q.push(apply("a", Verdict::Violated, 1, t0 + MS));
+        q.done(&key("a"), Outcome::Retry(w), t0);
+        let o = outgoing(q.next_ready(t0 + MS).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
+        assert_eq!(o.update.increments.violations.len(), 2);
+        // A delete that came meanwhile wins over the failed apply.
+        q.push(delete("a"));
+        q.done(&key("a"), Outcome::Retry(Work::Apply(o)), t0);
+        assert!(matches!(q.next_ready(t0 + MS), Some(Work::Delete { .. })));
+    }
+}
