@@ -5,7 +5,7 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin
+.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin load
 
 build:
 	$(CARGO) build --release --locked
@@ -48,6 +48,14 @@ test:
 # 1-11, cluster down (KEEP_CLUSTER=1 leaves it running). See e2e/run.sh.
 e2e:
 	bash e2e/run.sh
+
+# The load harness (issue 12): kwok fake nodes on the local cluster (started
+# when it is not running), the controller as a process here (default: the
+# static binary of make image; LOAD_CONTROLLER_BIN=...), LOAD_PODS pods at
+# LOAD_RATE/s, LOAD_CHURN pods/s for LOAD_SECONDS, a restart, one table, and
+# every verdict checked against its pod's labels. See load/run.sh.
+load:
+	bash load/run.sh
 
 # What CI runs (.ci/run): lint, unit tests, then the live-cluster suite.
 check: lint test e2e

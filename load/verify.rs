@@ -1,0 +1,134 @@
+//! Every pod the driver created against the report the controller wrote:
+//! the startup verdict must be the label's; the shutdown verdict the
+//! label's once the pod was deleted (and gone), Pending while it lives.
+
+use crate::pods::{Book, PART_OF, PART_OF_VALUE, VARIANTS};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::{Api, Client};
+use serde_json::Value;
+use sidecar_order::crd::SidecarOrderReport;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+pub struct Outcome {
+    pub reports: usize,
+    pub checked: usize,
+    pub missing: Vec<String>,
+    pub differ: Vec<String>,
+    /// (variant, deleted) -> (startup, shutdown) -> pods
+    pub matrix: BTreeMap<(String, bool), BTreeMap<(String, String), u64>>,
+    pub live_pods: usize,
+}
+
+async fn list_all<K>(api: &Api<K>, lp: ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut lp = lp.limit(500);
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn text(v: &Value, path: &[&str]) -> String {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_str().unwrap_or("-").to_string()
+}
+
+pub async fn verify(client: &Client, ns: &str, book: &Book) -> Result<Outcome, kube::Error> {
+    let ar = ApiResource::erase::<SidecarOrderReport>(&());
+    let reports: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let reports = list_all(&reports, ListParams::default()).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut live = HashSet::new();
+    let mut lp = ListParams::default()
+        .labels(&format!("{PART_OF}={PART_OF_VALUE}"))
+        .limit(500);
+    loop {
+        let page = pods.list_metadata(&lp).await?;
+        live.extend(page.items.into_iter().filter_map(|p| p.metadata.uid));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    let by_uid: HashMap<String, &DynamicObject> = reports
+        .iter()
+        .map(|r| (text(&r.data, &["spec", "podUid"]), r))
+        .collect();
+    let mut out = Outcome {
+        reports: reports.len(),
+        checked: 0,
+        missing: Vec::new(),
+        differ: Vec::new(),
+        matrix: BTreeMap::new(),
+        live_pods: live.len(),
+    };
+    let mut created: Vec<(&String, &(String, usize))> = book.created.iter().collect();
+    created.sort_by(|a, b| a.1.0.cmp(&b.1.0));
+    for (uid, (name, v)) in created {
+        let variant = &VARIANTS[*v];
+        let deleted = book.deleted.contains(uid);
+        if deleted && live.contains(uid) {
+            out.missing
+                .push(format!("{name} (uid {uid}) was deleted but still exists"));
+            continue;
+        }
+        let Some(r) = by_uid.get(uid) else {
+            out.missing.push(format!(
+                "{name} (uid {uid}, {}, {}): no report",
+                variant.name,
+                if deleted { "deleted" } else { "live" }
+            ));
+            continue;
+        };
+        out.checked += 1;
+        let got = (
+            text(&r.data, &["status", "startup"]),
+            text(&r.data, &["status", "shutdown"]),
+        );
+        *out.matrix
+            .entry((variant.name.to_string(), deleted))
+            .or_default()
+            .entry(got.clone())
+            .or_insert(0) += 1;
+        let want_shutdown = if deleted { variant.shutdown } else { "Pending" };
+        if got.0 != variant.startup || got.1 != want_shutdown {
+            let violations: Vec<String> = r.data["status"]["violations"]
+                .as_array()
+                .map(|vs| {
+                    vs.iter()
+                        .map(|v| {
+                            format!(
+                                "{}: {}",
+                                v["rule"].as_str().unwrap_or("?"),
+                                v["message"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.differ.push(format!(
+                "{name} ({}, {}): startup {} shutdown {}, labels say {} {}; report {}; violations: [{}]",
+                variant.name,
+                if deleted { "deleted" } else { "live" },
+                got.0,
+                got.1,
+                variant.startup,
+                want_shutdown,
+                r.metadata.name.as_deref().unwrap_or("?"),
+                violations.join("; ")
+            ));
+        }
+    }
+    Ok(out)
+}
