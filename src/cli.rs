@@ -6,9 +6,10 @@
 //! kubectl's `-n/--namespace`, `--context` and `--kubeconfig`, before or
 //! after the command, as kubectl does.
 
-use crate::analyze::{Analysis, analyze};
+use crate::analyze::{Analysis, analyze_on};
 use crate::input::{self, InputError};
 use crate::judge::Config;
+use crate::kubelet::KubeletVersion;
 use crate::render;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -74,6 +75,9 @@ pub struct AnalyzeArgs {
     /// Seconds beyond the pod's grace period a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub outlive_seconds: i64,
+    /// The kubelet version of the pod's node (its `status.nodeInfo.kubeletVersion`, e.g. v1.32.1): judge by that version's promises and name its known bugs. Live, the node is read when this is absent.
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub kubelet_version: Option<KubeletVersion>,
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +228,10 @@ pub async fn run_show(args: &ShowArgs) -> Result<String, AnalyzeError> {
     let a = Analysis {
         namespace: ns,
         name: report.spec.pod_name,
+        kubelet: status
+            .kubelet_version
+            .as_deref()
+            .and_then(KubeletVersion::parse),
         report: status.report,
         events: None,
     };
@@ -259,8 +267,9 @@ pub struct RunArgs {
     /// How long a report is kept after its pod ended (e.g. 24h, 30m, 90s).
     #[arg(long, env = "SIDECAR_ORDER_REPORT_TTL", default_value = "24h", value_parser = parse_duration)]
     pub report_ttl: std::time::Duration,
-    /// Most reports kept in the cluster: over it, the reports of the pods that
-    /// ended first are deleted (a running pod's report is never deleted).
+    /// Most reports kept in the watched namespaces: over it, the reports of
+    /// the pods that are gone and ended first are deleted (the report of a
+    /// pod that still exists is never deleted).
     #[arg(long, env = "SIDECAR_ORDER_MAX_REPORTS", default_value_t = 10_000)]
     pub max_reports: usize,
     /// Seconds beyond the pod's grace period a sidecar may keep running after every app container exited (Never/OnFailure pods).
@@ -356,7 +365,12 @@ fn read(file: &str) -> Result<String, InputError> {
     Ok(text)
 }
 
-async fn live(args: &AnalyzeArgs, name: &str) -> Result<(Vec<Pod>, Vec<Event>), AnalyzeError> {
+/// The live pod, its events, and its node's kubelet version (`None`, with
+/// one line on standard error, when the node cannot be read).
+async fn live(
+    args: &AnalyzeArgs,
+    name: &str,
+) -> Result<(Vec<Pod>, Vec<Event>, Option<KubeletVersion>), AnalyzeError> {
     use kube::api::{Api, ListParams};
     let client = kube_client(args.context.as_deref(), args.kubeconfig.as_deref()).await?;
     let ns = args
@@ -371,11 +385,38 @@ async fn live(args: &AnalyzeArgs, name: &str) -> Result<(Vec<Pod>, Vec<Event>), 
     let lp = ListParams::default().fields(&format!(
         "involvedObject.kind=Pod,involvedObject.name={name}"
     ));
-    let events = Api::<Event>::namespaced(client, &ns)
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
         .list(&lp)
         .await
         .map_err(|e| AnalyzeError::Live(format!("cannot list events of pod {ns}/{name}: {e}")))?;
-    Ok((vec![pod], events.items))
+    let kubelet = match (
+        args.kubelet_version,
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+    ) {
+        (Some(k), _) => Some(k),
+        (None, None) => None,
+        (None, Some(node)) => match node_kubelet(client, node).await {
+            Ok(k) => k,
+            Err(why) => {
+                eprintln!("{why}; judged without the kubelet version (latest promises)");
+                None
+            }
+        },
+    };
+    Ok((vec![pod], events.items, kubelet))
+}
+
+/// The kubelet version node `node` reports; an error says why it could not
+/// be read, in one line.
+async fn node_kubelet(client: kube::Client, node: &str) -> Result<Option<KubeletVersion>, String> {
+    use k8s_openapi::api::core::v1::Node;
+    match kube::Api::<Node>::all(client).get(node).await {
+        Ok(n) => Ok(crate::observe::kubelet_version_of(&n)),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
+            "cannot read node {node}: forbidden (get nodes needs a ClusterRole)"
+        )),
+        Err(e) => Err(format!("cannot read node {node}: {e}")),
+    }
 }
 
 /// Saved output must hold pods as the API served them: a manifest (no
@@ -399,7 +440,7 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
     let cfg = Config {
         outlive_secs: args.outlive_seconds,
     };
-    let (pods, events) = match (&args.pod, &args.pod_name) {
+    let (pods, events, kubelet) = match (&args.pod, &args.pod_name) {
         (Some(file), _) => {
             if file == "-" && args.events.as_deref() == Some("-") {
                 return Err(AnalyzeError::Pod(
@@ -412,12 +453,12 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
                 Some(f) => input::events(shown(f), &read(f)?)?,
                 None => Vec::new(),
             };
-            (pods, events)
+            (pods, events, args.kubelet_version)
         }
         (None, Some(name)) => live(args, name).await?,
         (None, None) => return Err(AnalyzeError::Pod("give --pod FILE or a pod name".into())),
     };
-    let analyses = analyze(&pods, &events, &cfg).map_err(|e| {
+    let analyses = analyze_on(&pods, &events, &cfg, kubelet).map_err(|e| {
         AnalyzeError::Pod(format!("{}: {e}", args.pod.as_deref().map_or("pod", shown)))
     })?;
     let text = print(&analyses, args.output);
@@ -425,18 +466,30 @@ pub async fn run_analyze(args: &AnalyzeArgs) -> Result<(Vec<Analysis>, String), 
 }
 
 fn print(analyses: &[Analysis], output: Output) -> String {
+    /// A report as the status stores it: with the kubelet version when known.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Judged<'a> {
+        #[serde(flatten)]
+        report: &'a crate::report::Report,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kubelet_version: Option<String>,
+    }
     #[derive(serde::Serialize)]
     struct Named<'a> {
         namespace: &'a str,
         name: &'a str,
-        report: &'a crate::report::Report,
+        report: Judged<'a>,
     }
     let named: Vec<Named> = analyses
         .iter()
         .map(|a| Named {
             namespace: &a.namespace,
             name: &a.name,
-            report: &a.report,
+            report: Judged {
+                report: &a.report,
+                kubelet_version: a.kubelet.map(|k| k.to_string()),
+            },
         })
         .collect();
     match output {
@@ -447,14 +500,14 @@ fn print(analyses: &[Analysis], output: Output) -> String {
             .join("\n"),
         Output::Json => {
             let v = match named.as_slice() {
-                [one] => serde_json::to_string_pretty(one.report),
+                [one] => serde_json::to_string_pretty(&one.report),
                 many => serde_json::to_string_pretty(many),
             };
             v.expect("reports serialize") + "\n"
         }
         Output::Yaml => {
             let v = match named.as_slice() {
-                [one] => serde_saphyr::to_string(one.report),
+                [one] => serde_saphyr::to_string(&one.report),
                 many => serde_saphyr::to_string(&many),
             };
             v.expect("reports serialize")

@@ -43,6 +43,7 @@ pub const WRITE_RESULTS: &[&str] = &[
     "written",
     "recreated",
     "deleted",
+    "closed",
     "not_found_dropped",
     "rejected",
     "conflict",

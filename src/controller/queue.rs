@@ -31,13 +31,23 @@ pub enum Work {
     /// Delete this report (garbage collection decided by the store, which
     /// never asks for the report of a pod it still tracks).
     Delete { namespace: String, name: String },
+    /// Close this stored report, still read as live, whose pod was deleted
+    /// while no controller watched (`at`: unix seconds it was found gone).
+    Close {
+        namespace: String,
+        name: String,
+        at: i64,
+    },
 }
 
 impl Work {
     pub fn key(&self) -> Key {
         match self {
             Work::Apply(o) => (o.update.namespace.clone(), o.update.report_name.clone()),
-            Work::Delete { namespace, name } => (namespace.clone(), name.clone()),
+            Work::Delete { namespace, name }
+            | Work::Close {
+                namespace, name, ..
+            } => (namespace.clone(), name.clone()),
         }
     }
 }
@@ -271,7 +281,7 @@ mod tests {
     fn outgoing(w: Work) -> Outgoing {
         match w {
             Work::Apply(o) => o,
-            Work::Delete { .. } => panic!("a delete"),
+            other => panic!("not an apply: {other:?}"),
         }
     }
 

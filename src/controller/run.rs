@@ -223,6 +223,9 @@ async fn preload(client: &Client, s: &Settings, store: &mut Store) -> Result<usi
     Ok(loaded)
 }
 
+/// How often expired reports are deleted.
+const GC_EVERY: Duration = Duration::from_secs(60);
+
 /// Reports per page of the start-up list.
 const PRELOAD_PAGE: u32 = 500;
 
@@ -263,9 +266,14 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Lease(e.to_string()))?;
     metrics.leader.set(i64::from(*leader.borrow()));
+    let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + GC_EVERY, GC_EVERY);
     loop {
+        // Work other than report updates: closing and deleting reports.
+        let mut other: Vec<Work> = Vec::new();
+        let mut arrived = Instant::now();
         let updates: Vec<Update> = tokio::select! {
             item = inputs.next() => {
+                arrived = Instant::now();
                 let Some(item) = item else { break };
                 let item = match item {
                     Ok(i) => i,
@@ -286,8 +294,9 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                                 synced += 1;
                                 let r = store.pods_resync_done(scope.as_deref(), seen);
                                 if !r.closed.is_empty() {
-                                    tracing::info!(reports = r.closed.len(), "reports of pods deleted while nobody watched");
+                                    tracing::info!(reports = r.closed.len(), "closing reports of pods deleted while nobody watched");
                                 }
+                                other.extend(r.closed.into_iter().map(|c| Work::Close { namespace: c.namespace, name: c.name, at: seen }));
                                 r.updates
                             }
                         }
@@ -302,6 +311,18 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     }
                 }
             }
+            _ = gc_tick.tick() => {
+                // Only the leader takes reports out of the index: a standby
+                // keeps them, to delete them once it leads.
+                if *leader.borrow() {
+                    let doomed = store.expired(now(), s.report_ttl.as_secs() as i64, s.max_reports);
+                    if !doomed.is_empty() {
+                        tracing::info!(reports = doomed.len(), "deleting expired reports");
+                    }
+                    other.extend(doomed.into_iter().map(|r| Work::Delete { namespace: r.namespace, name: r.name }));
+                }
+                Vec::new()
+            }
             _ = leader.changed() => {
                 let l = *leader.borrow();
                 metrics.leader.set(i64::from(l));
@@ -315,7 +336,12 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
         }
         let is_leader = *leader.borrow();
-        let seen_at = Instant::now();
+        let seen_at = arrived;
+        for work in other {
+            if tx.send(work).await.is_err() {
+                break;
+            }
+        }
         for update in updates {
             if is_leader {
                 metrics.count(&update);

@@ -376,6 +376,21 @@ impl Store {
     }
 }
 
+/// A stored report, still read as live, of a pod found gone at `at` (unix
+/// seconds) by a controller that did not watch it end: closed as seen from
+/// outside, its shutdown undecided.
+pub fn close_unseen(status: &mut ReportStatus, at: i64) {
+    status.pod_ended_at = Some(rfc3339(at));
+    status.report.evidence = crate::report::Evidence::Partial;
+    status
+        .report
+        .gaps
+        .push("the pod was deleted while the controller was not watching".into());
+    if status.report.shutdown == Verdict::Pending {
+        status.report.shutdown = Verdict::Indeterminate;
+    }
+}
+
 /// Adds an event to a tracked pod; false when it changed nothing.
 fn add_event(t: &mut Tracked, ev: &Event) -> bool {
     let EventFit::Used(fact) = event_fact(&t.history.pod, ev) else {

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use crate::controller::queue::{Outgoing, Work};
+use crate::controller::store::close_unseen;
 
 /// The reason of the Events recorded on pods.
 pub const EVENT_REASON: &str = "SidecarOrderViolation";
@@ -267,6 +268,34 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Closes a stored report whose pod is gone: read it, and unless it is
+    /// gone or closed already, apply it closed.
+    async fn close_report(&self, ns: &str, name: &str, at: i64) -> Result<bool, WriteError> {
+        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
+        let stored = self.call(Call::Get, ns, name, api.get_opt(name)).await?;
+        let Some(mut status) = stored.and_then(|r| r.status) else {
+            return Ok(false);
+        };
+        if status.pod_ended_at.is_some() {
+            return Ok(false);
+        }
+        close_unseen(&mut status, at);
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let body = json!({
+            "apiVersion": SidecarOrderReport::api_version(&()),
+            "kind": SidecarOrderReport::kind(&()),
+            "status": status,
+        });
+        self.call(
+            Call::ApplyStatus,
+            ns,
+            name,
+            api.patch_status(name, &pp, &Patch::Apply(&body)),
+        )
+        .await?;
+        Ok(true)
+    }
+
     async fn delete_report(&self, ns: &str, name: &str) -> Result<(), WriteError> {
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let dp = DeleteParams::default();
@@ -298,6 +327,31 @@ impl ReportWriter {
                         Outcome::Done
                     }
                     Err(e) => self.failed(e, Work::Delete { namespace, name }),
+                };
+            }
+            Work::Close {
+                namespace,
+                name,
+                at,
+            } => {
+                return match self.close_report(&namespace, &name, at).await {
+                    Ok(closed) => {
+                        if closed {
+                            self.count("closed");
+                        }
+                        Outcome::Done
+                    }
+                    Err(e) if e.not_found(Call::Get) || e.not_found(Call::ApplyStatus) => {
+                        Outcome::Done
+                    }
+                    Err(e) => self.failed(
+                        e,
+                        Work::Close {
+                            namespace,
+                            name,
+                            at,
+                        },
+                    ),
                 };
             }
             Work::Apply(o) => o,
