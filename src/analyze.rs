@@ -6,6 +6,7 @@
 
 use crate::engine::history::History;
 use crate::judge::{Config, judge_history};
+use crate::kubelet::KubeletVersion;
 use crate::observe::{EventFit, PodError, event_fact, pod_facts};
 use crate::report::Report;
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -19,10 +20,25 @@ pub struct Analysis {
     /// Events about this pod that the rules used, and events about other
     /// objects that were ignored (unknown for a stored report).
     pub events: Option<(usize, usize)>,
+    /// The kubelet version judged for (`--kubelet-version`, the node's, or a
+    /// stored report's); `None`: unknown, the latest promises.
+    pub kubelet: Option<KubeletVersion>,
 }
 
-/// Judges every pod against the events that concern it.
+/// Judges every pod against the events that concern it, by the latest
+/// promises (kubelet version unknown).
 pub fn analyze(pods: &[Pod], events: &[Event], cfg: &Config) -> Result<Vec<Analysis>, PodError> {
+    analyze_on(pods, events, cfg, None)
+}
+
+/// Judges every pod against the events that concern it, on a node whose
+/// kubelet is `kubelet` (`None`: unknown).
+pub fn analyze_on(
+    pods: &[Pod],
+    events: &[Event],
+    cfg: &Config,
+    kubelet: Option<KubeletVersion>,
+) -> Result<Vec<Analysis>, PodError> {
     let mut histories: Vec<History> = Vec::new();
     for pod in pods {
         let facts = pod_facts(pod)?;
@@ -49,11 +65,13 @@ pub fn analyze(pods: &[Pod], events: &[Event], cfg: &Config) -> Result<Vec<Analy
                     EventFit::OtherObject => other += 1,
                 }
             }
+            h.kubelet = kubelet;
             let report = judge_history(&h, cfg, None);
             Analysis {
                 namespace: h.pod.namespace.clone(),
                 name: h.pod.name.clone(),
                 events: Some((used, other)),
+                kubelet,
                 report,
             }
         })

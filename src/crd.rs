@@ -29,6 +29,11 @@ pub const FIELD_MANAGER: &str = "sidecar-order";
     printcolumn(name = "Startup", type_ = "string", json_path = ".status.startup"),
     printcolumn(name = "Shutdown", type_ = "string", json_path = ".status.shutdown"),
     printcolumn(
+        name = "Kubelet",
+        type_ = "string",
+        json_path = ".status.kubeletVersion"
+    ),
+    printcolumn(
         name = "Violations",
         type_ = "integer",
         json_path = ".status.violationCount"
@@ -71,6 +76,10 @@ pub struct ReportStatus {
     /// `--report-ttl` after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_ended_at: Option<String>,
+    /// The kubelet of the pod's node (`v1.34.4`), when known: the promises
+    /// of that version were judged and its known bugs named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_version: Option<String>,
 }
 
 impl ReportStatus {
@@ -87,8 +96,16 @@ impl ReportStatus {
             probe_failure_count,
             sidecar_restarts,
             pod_ended_at,
+            kubelet_version: None,
             report,
         }
+    }
+
+    /// The same status, naming the kubelet the report was judged for (the
+    /// `History::kubelet` it was judged with).
+    pub fn with_kubelet(mut self, kubelet: Option<crate::kubelet::KubeletVersion>) -> Self {
+        self.kubelet_version = kubelet.map(|k| k.to_string());
+        self
     }
 }
 

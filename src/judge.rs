@@ -8,6 +8,11 @@
 //! reported beside the verdicts. Given the previous report of the same pod,
 //! decided checks stay decided: history that expired never turns a
 //! `Verified` or `Violated` into `Indeterminate`.
+//!
+//! With the node's kubelet version known (`History::kubelet`), a rule whose
+//! promise that kubelet does not make (`RuleDef::since`) is not run: one
+//! NotApplicable check says why. A violation whose shape matches a known
+//! bug of that kubelet (`kubelet::KNOWN_BUGS`) names it.
 
 use crate::engine::history::History;
 use crate::engine::view::{self, View};
@@ -93,7 +98,17 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Decided>) -> Repor
         gaps.push("the pod has no status yet".into());
     } else {
         for def in TABLE {
-            (def.check)(&mut cx);
+            match h.kubelet {
+                Some(k) if !def.since.holds_on(Some(k)) => cx.checks.push(Check {
+                    rule: def.rule,
+                    containers: Vec::new(),
+                    outcome: Outcome::NotApplicable,
+                    decided_by: None,
+                    at: None,
+                    why: Some(def.since.why_not(k)),
+                }),
+                _ => (def.check)(&mut cx),
+            }
         }
     }
     let Ctx {
@@ -102,23 +117,31 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Decided>) -> Repor
         ..
     } = cx;
     if let Some(prev) = prev {
-        let kept = keep_decided(&mut checks, &mut violations, prev);
+        let kept = keep_decided(&mut checks, &mut violations, prev, h.kubelet);
         if kept > 0 {
             gaps.push(format!(
                 "{kept} checks keep the outcome an earlier judgement of this pod decided (their evidence is no longer in the input)"
             ));
         }
     }
+    if let Some(k) = h.kubelet {
+        name_known_bugs(&v, k, &mut violations);
+    }
     let (startup, shutdown) = if sidecars == 0 || !h.pod.has_status {
         (Verdict::Pending, Verdict::Pending)
     } else {
+        let promised = |phase, verdict| match verdict {
+            Verdict::Pending => verdict,
+            _ if !phase_promised(phase, h.kubelet) => Verdict::NotApplicable,
+            _ => verdict,
+        };
         (
             keep_verified(
-                startup_verdict(&v, &checks, &violations),
+                promised(Phase::Startup, startup_verdict(&v, &checks, &violations)),
                 prev.and_then(|p| p.startup),
             ),
             keep_verified(
-                shutdown_verdict(&v, &checks, &violations),
+                promised(Phase::Shutdown, shutdown_verdict(&v, &checks, &violations)),
                 prev.and_then(|p| p.shutdown),
             ),
         )
@@ -126,9 +149,64 @@ pub fn judge_history(h: &History, cfg: &Config, prev: Option<&Decided>) -> Repor
     report(&v, sidecars, gaps, checks, violations, startup, shutdown)
 }
 
-/// Carries an earlier judgement's decided outcomes and violations over;
-/// the number of checks whose evidence is gone.
-fn keep_decided(checks: &mut [Check], violations: &mut Vec<Violation>, prev: &Decided) -> usize {
+/// Whether the kubelet makes any error-severity promise of `phase` (a
+/// phase none of whose promises it makes is NotApplicable once it happened).
+fn phase_promised(phase: Phase, kubelet: Option<crate::kubelet::KubeletVersion>) -> bool {
+    TABLE
+        .iter()
+        .filter(|d| d.phase == phase && d.severity == Severity::Error)
+        .any(|d| d.since.holds_on(kubelet))
+}
+
+/// Appends the known kubelet bugs each violation's shape matches on kubelet
+/// `k` to its message and evidence (once).
+fn name_known_bugs(v: &View, k: crate::kubelet::KubeletVersion, violations: &mut [Violation]) {
+    use crate::model::Role;
+    let index = |name: &str| v.pod.containers.iter().position(|c| c.name == name);
+    let apps = v.indices(Role::App);
+    let no_app_started = apps.iter().all(|&a| v.lines[a].earliest_start().is_none());
+    let base = crate::kubelet::Shape {
+        deleted_during_init: v.termination.is_some_and(|t| !t.job) && no_app_started,
+        sidecar_never_started: v
+            .indices(Role::Sidecar)
+            .iter()
+            .any(|&s| v.lines[s].earliest_start().is_none()),
+        ..Default::default()
+    };
+    for viol in violations.iter_mut() {
+        let named: Vec<usize> = viol.containers.iter().filter_map(|c| index(c)).collect();
+        let shape = crate::kubelet::Shape {
+            app_in_recreated_sandbox: named.iter().any(|&i| {
+                v.pod.containers[i].role == Role::App
+                    && v.lines[i]
+                        .runs
+                        .iter()
+                        .any(|r| r.start.is_some() && r.generation.is_some_and(|g| g > 0))
+            }),
+            names_sidecar: named
+                .first()
+                .is_some_and(|&i| v.pod.containers[i].role == Role::Sidecar),
+            ..base
+        };
+        for bug in crate::kubelet::known_bugs(k, viol.rule, &shape) {
+            if viol.message.contains(&bug.id()) {
+                continue;
+            }
+            viol.message = format!("{} ({})", viol.message, bug.note(k));
+            viol.evidence.push(bug.evidence(k));
+        }
+    }
+}
+
+/// Carries an earlier judgement's decided outcomes and violations over
+/// (not those of rules whose promise `kubelet` does not make); the number
+/// of checks whose evidence is gone.
+fn keep_decided(
+    checks: &mut [Check],
+    violations: &mut Vec<Violation>,
+    prev: &Decided,
+    kubelet: Option<crate::kubelet::KubeletVersion>,
+) -> usize {
     let mut kept = 0;
     for c in checks.iter_mut() {
         if !c.outcome.decided()
@@ -141,6 +219,9 @@ fn keep_decided(checks: &mut [Check], violations: &mut Vec<Violation>, prev: &De
         }
     }
     for pv in &prev.violations {
+        if !pv.rule.def().since.holds_on(kubelet) {
+            continue;
+        }
         if !violations
             .iter()
             .any(|v| v.rule == pv.rule && v.containers == pv.containers)

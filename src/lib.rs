@@ -15,6 +15,7 @@ pub mod crd;
 pub mod engine;
 pub mod input;
 pub mod judge;
+pub mod kubelet;
 pub mod model;
 pub mod observe;
 pub mod render;

@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::time::Moment;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerStateTerminated, ContainerStatus, Event, Pod,
+    Container, ContainerStateTerminated, ContainerStatus, Event, Node, Pod,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -108,6 +108,13 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
     }
     runs.shrink_to_fit();
     (kind, runs)
+}
+
+/// The kubelet version a Node reports (`status.nodeInfo.kubeletVersion`);
+/// `None` when it reports none or one that does not parse.
+pub fn kubelet_version_of(node: &Node) -> Option<crate::kubelet::KubeletVersion> {
+    let info = node.status.as_ref()?.node_info.as_ref()?;
+    crate::kubelet::KubeletVersion::parse(&info.kubelet_version)
 }
 
 /// Whether a pod declares a native sidecar (an init container with

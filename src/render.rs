@@ -95,6 +95,9 @@ pub fn table(a: &Analysis) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "POD       {}/{}", a.namespace, a.name);
     let _ = writeln!(out, "SIDECARS  {}", r.sidecars);
+    if let Some(k) = a.kubelet {
+        let _ = writeln!(out, "KUBELET   {k}");
+    }
     let _ = writeln!(out, "STARTUP   {:?}", r.startup);
     let _ = writeln!(out, "SHUTDOWN  {:?}", r.shutdown);
     match a.events {

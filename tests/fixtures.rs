@@ -3,10 +3,11 @@
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
-use sidecar_order::analyze::analyze;
+use sidecar_order::analyze::{analyze, analyze_on};
 use sidecar_order::cli::exit_code;
 use sidecar_order::input;
 use sidecar_order::judge::Config;
+use sidecar_order::kubelet::KubeletVersion;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -15,7 +16,34 @@ fn check(dir: &Path) -> Result<(), String> {
     let pods = input::pods("pod.json", &read("pod.json")?).map_err(|e| e.to_string())?;
     let events = input::events("events.json", &read("events.json")?).map_err(|e| e.to_string())?;
     let expect: Value = serde_json::from_str(&read("expect.json")?).map_err(|e| e.to_string())?;
-    let analyses = analyze(&pods, &events, &Config::default()).map_err(|e| e.to_string())?;
+    check_on(&pods, &events, &expect, None)?;
+    // `kubelet`: per kubelet version, the known bugs the violations must
+    // name (and none other), and verdicts where they differ from the
+    // version-less ones.
+    if let Some(versions) = expect.get("kubelet").and_then(Value::as_object) {
+        for (version, want) in versions {
+            let k = KubeletVersion::parse(version).ok_or(format!("bad version {version}"))?;
+            let mut e = expect.clone();
+            for key in ["startup", "shutdown", "rules", "exit"] {
+                if let Some(v) = want.get(key) {
+                    e[key] = v.clone();
+                }
+            }
+            e["bugs"] = want["bugs"].clone();
+            check_on(&pods, &events, &e, Some(k)).map_err(|err| format!("on {version}: {err}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_on(
+    pods: &[Pod],
+    events: &[Event],
+    expect: &Value,
+    kubelet: Option<KubeletVersion>,
+) -> Result<(), String> {
+    let analyses =
+        analyze_on(pods, events, &Config::default(), kubelet).map_err(|e| e.to_string())?;
     let r = &analyses[0].report;
     let mut errs = Vec::new();
     let mut eq = |what: &str, got: Value, want: &Value| {
@@ -53,6 +81,35 @@ fn check(dir: &Path) -> Result<(), String> {
     );
     if let Some(ev) = expect.get("evidence") {
         eq("evidence", serde_json::to_value(r.evidence).unwrap(), ev);
+    }
+    // Known kubelet bugs named, in messages and evidence alike.
+    let mut named: Vec<String> = Vec::new();
+    for v in &r.violations {
+        for w in v
+            .message
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ')')
+        {
+            if w.starts_with("kubernetes#") && !named.iter().any(|n| n == w) {
+                named.push(w.to_string());
+            }
+        }
+    }
+    named.sort();
+    let want_bugs = expect.get("bugs").cloned().unwrap_or(serde_json::json!([]));
+    eq("bugs", serde_json::json!(named), &want_bugs);
+    for v in &r.violations {
+        for bug in named.iter().filter(|b| v.message.contains(b.as_str())) {
+            if !v
+                .evidence
+                .iter()
+                .any(|e| e.contains(&format!("known kubelet bug {bug}")))
+            {
+                errs.push(format!(
+                    "{}: {bug} in the message, not in the evidence",
+                    v.rule.id()
+                ));
+            }
+        }
     }
     // Every violation names its containers and carries evidence.
     for v in &r.violations {

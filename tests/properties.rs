@@ -844,6 +844,7 @@ proptest! {
             name: pod.name.clone(),
             report: r.clone(),
             events: Some((events.len(), 0)),
+            kubelet: None,
         });
         let mut more = events.clone();
         more.extend(events.iter().step_by(2).cloned());

@@ -27,6 +27,11 @@ pub struct History {
     pub events: Vec<EventFact>,
     /// More than `MAX_EVENTS` event objects were offered.
     pub events_dropped: bool,
+    /// The kubelet of the pod's node (`status.nodeInfo.kubeletVersion`),
+    /// when known: the rules then apply the promises of that version and
+    /// name the known kubelet bugs it carries. Set by whoever knows the
+    /// node; unknown judges by the latest promises.
+    pub kubelet: Option<crate::kubelet::KubeletVersion>,
     seq: u32,
 }
 
@@ -36,6 +41,7 @@ impl History {
             pod,
             events: Vec::new(),
             events_dropped: false,
+            kubelet: None,
             seq: 0,
         }
     }

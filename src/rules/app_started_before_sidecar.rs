@@ -10,6 +10,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Error,
     phase: Phase::Startup,
     doc: "App containers' first runs in a sandbox start after every sidecar passed its gate (startupProbe passed, else postStart finished). Judged per generation; an app or sidecar restart inside a running generation is not startup (NotApplicable). \"Never started\" needs positive evidence (waiting, no run, restart count 0, no Started event).",
+    since: crate::kubelet::promises::ORDERED_START,
     check,
 };
 
@@ -153,5 +154,43 @@ mod live {
             assert!(r.errors().next().is_none(), "step {k}: {r:#?}");
             prev = Some(Decided::of(&r));
         }
+    }
+
+    #[test]
+    fn not_applicable_on_a_kubelet_without_native_sidecars() {
+        use crate::model::EventReason;
+        use crate::report::{Rule, Verdict};
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(5, None)]),
+            container("app", Role::App, 0, 0, vec![run(2, None)]),
+        ]);
+        let ev = [
+            event("p.1", Some(0), EventReason::Started, None, 5, 5, 1),
+            event("p.2", Some(1), EventReason::Started, None, 2, 2, 1),
+        ];
+        assert_eq!(
+            judged_on(p.clone(), &ev, "v1.28.0").startup,
+            Verdict::Violated
+        );
+        let r = judged_on(p, &ev, "v1.27.16");
+        not_applicable_before_its_version(&r, Rule::AppStartedBeforeSidecar);
+        assert_eq!(r.startup, Verdict::NotApplicable, "{r:#?}");
+    }
+
+    #[test]
+    fn a_violation_in_the_first_sandbox_names_no_reboot_bug() {
+        use crate::model::EventReason;
+        use crate::report::Verdict;
+        let p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(5, None)]),
+            container("app", Role::App, 0, 0, vec![run(2, None)]),
+        ]);
+        let ev = [
+            event("p.1", Some(0), EventReason::Started, None, 5, 5, 1),
+            event("p.2", Some(1), EventReason::Started, None, 2, 2, 1),
+        ];
+        let r = judged_on(p, &ev, "v1.32.1");
+        assert_eq!(r.startup, Verdict::Violated);
+        assert!(!r.violations[0].message.contains("kubernetes#"), "{r:#?}");
     }
 }

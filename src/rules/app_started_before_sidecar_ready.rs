@@ -15,6 +15,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Warning,
     phase: Phase::Startup,
     doc: "Warning: an app container started while a sidecar's readiness probe was failing, in the sidecar run going on at the app's start (failures before and at/after the start). The kubelet does not promise readiness before apps start; this tells you your app may see its sidecar unready.",
+    since: crate::kubelet::promises::ORDERED_START,
     check,
 };
 
@@ -174,5 +175,30 @@ mod tests {
         )];
         let r = judged(p, &ev);
         assert!(r.violations.is_empty(), "{r:#?}");
+    }
+
+    #[test]
+    fn not_applicable_on_a_kubelet_without_native_sidecars() {
+        let p = with_readiness(pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(1, None)]),
+            container("app", Role::App, 0, 0, vec![run(10, None)]),
+        ]));
+        let ev = [event(
+            "p.1",
+            Some(0),
+            EventReason::Unhealthy,
+            Some(ProbeKind::Readiness),
+            5,
+            20,
+            4,
+        )];
+        let warned = |r: &crate::report::Report| {
+            r.violations
+                .iter()
+                .any(|v| v.rule == Rule::AppStartedBeforeSidecarReady)
+        };
+        assert!(warned(&judged_on(p.clone(), &ev, "v1.28.0")));
+        let r = judged_on(p, &ev, "v1.27.16");
+        not_applicable_before_its_version(&r, Rule::AppStartedBeforeSidecarReady);
     }
 }

@@ -30,6 +30,9 @@ pub struct RuleDef {
     pub phase: Phase,
     /// The promise it checks and when it applies, as the README states it.
     pub doc: &'static str,
+    /// The first kubelet version that keeps the promise (one entry of
+    /// `kubelet::promises`): on an older kubelet its checks are NotApplicable.
+    pub since: crate::kubelet::Since,
     pub check: fn(&mut Ctx),
 }
 
@@ -63,6 +66,26 @@ pub fn markdown_table() -> String {
             d.severity,
             d.phase,
             d.doc
+        ));
+    }
+    s
+}
+
+/// The README's table of promises by kubelet version, generated from the
+/// definitions.
+pub fn versions_table() -> String {
+    let mut s = String::from(
+        "| rule | promised from kubelet | what | evidence |\n| --- | --- | --- | --- |\n",
+    );
+    for d in TABLE {
+        let v = d.since.version;
+        s.push_str(&format!(
+            "| `{}` | {}.{} | {} | {} |\n",
+            d.rule.id(),
+            v.major,
+            v.minor,
+            d.since.promise,
+            d.since.source
         ));
     }
     s
@@ -291,6 +314,28 @@ pub(crate) mod test_support {
         judge_history(&History::of(p, events), &Config::default(), None)
     }
 
+    /// Judged on a node whose kubelet reports `version`.
+    pub fn judged_on(p: PodFacts, events: &[EventFact], version: &str) -> Report {
+        let mut h = History::of(p, events);
+        h.kubelet = Some(crate::kubelet::KubeletVersion::parse(version).expect("a version"));
+        judge_history(&h, &Config::default(), None)
+    }
+
+    /// The rule's checks are one NotApplicable naming the kubelet's
+    /// version, and it reports no violation.
+    pub fn not_applicable_before_its_version(r: &Report, rule: crate::report::Rule) {
+        use crate::report::Outcome;
+        assert!(r.violations.iter().all(|v| v.rule != rule), "{r:#?}");
+        let checks: Vec<_> = r.checks.iter().filter(|c| c.rule == rule).collect();
+        assert_eq!(checks.len(), 1, "{r:#?}");
+        assert_eq!(checks[0].outcome, Outcome::NotApplicable);
+        let why = checks[0].why.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("is promised from kubelet") && why.contains("this node runs v"),
+            "{why}"
+        );
+    }
+
     pub fn event(
         key: &str,
         container: Option<usize>,
@@ -314,24 +359,39 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod readme {
-    /// The README's rule table is generated from the definitions:
-    /// `UPDATE_README=1 cargo test --lib readme` rewrites it.
-    #[test]
-    fn readme_rule_table_is_generated_from_the_rules() {
+    /// A generated section of the README, between `<!-- NAME:begin -->` and
+    /// `<!-- NAME:end -->`: `UPDATE_README=1 cargo test --lib readme`
+    /// rewrites it.
+    fn generated(name: &str, table: String) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
         let text = std::fs::read_to_string(&path).unwrap();
-        let (begin, end) = ("<!-- rules:begin -->\n", "<!-- rules:end -->");
-        let a = text.find(begin).expect("README has the rules:begin marker") + begin.len();
-        let b = text.find(end).expect("README has the rules:end marker");
-        let table = super::markdown_table();
+        let (begin, end) = (
+            format!("<!-- {name}:begin -->\n"),
+            format!("<!-- {name}:end -->"),
+        );
+        let a = text
+            .find(&begin)
+            .unwrap_or_else(|| panic!("README has the {name}:begin marker"))
+            + begin.len();
+        let b = text
+            .find(&end)
+            .unwrap_or_else(|| panic!("README has the {name}:end marker"));
         if std::env::var_os("UPDATE_README").is_some() {
             std::fs::write(&path, format!("{}{}{}", &text[..a], table, &text[b..])).unwrap();
         } else {
             assert_eq!(
                 &text[a..b],
                 table,
-                "README rule table is stale: UPDATE_README=1 cargo test --lib readme"
+                "README {name} table is stale: UPDATE_README=1 cargo test --lib readme"
             );
         }
+    }
+
+    /// One test, so that `UPDATE_README=1` rewrites the file once at a time.
+    #[test]
+    fn readme_tables_are_generated_from_the_code() {
+        generated("rules", super::markdown_table());
+        generated("kubelet-versions", super::versions_table());
+        generated("kubelet-bugs", crate::kubelet::bug_table());
     }
 }

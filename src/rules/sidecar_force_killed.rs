@@ -15,6 +15,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Warning,
     phase: Phase::Shutdown,
     doc: "Warning: the termination grace period ran out (a container was SIGKILLed at the deadline, ended after it, or the kubelet reported ExceededGracePeriod). Names the container that spent it; the sidecars still running then were stopped together, SIGTERM then SIGKILL 2 s later.",
+    since: crate::kubelet::promises::GRACE_PERIOD,
     check,
 };
 
@@ -101,5 +102,26 @@ mod tests {
             .expect("warning");
         assert_eq!(v.containers, vec!["app".to_string()]);
         assert!(v.message.contains("5s grace period"), "{}", v.message);
+    }
+
+    #[test]
+    fn not_applicable_on_a_kubelet_without_native_sidecars() {
+        let mut p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(1, Some(106))]),
+            container("app", Role::App, 0, 0, vec![run(3, Some(105))]),
+        ]);
+        p.containers[1].runs[0].exit_code = Some(137);
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 105,
+            grace_secs: 5,
+        });
+        let warned = |r: &crate::report::Report| {
+            r.violations
+                .iter()
+                .any(|v| v.rule == Rule::SidecarForceKilled)
+        };
+        assert!(warned(&judged_on(p.clone(), &[], "v1.28.0")));
+        let r = judged_on(p, &[], "v1.27.16");
+        not_applicable_before_its_version(&r, Rule::SidecarForceKilled);
     }
 }

@@ -14,6 +14,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Error,
     phase: Phase::Shutdown,
     doc: "Never/OnFailure pods: every sidecar ends within the grace period plus `--outlive-seconds` (default 30) after the last app container finished. A sidecar still running is measured against the latest node time the pod's status and events show.",
+    since: crate::kubelet::promises::JOB_SIDECARS_STOPPED,
     check,
 };
 
@@ -110,5 +111,22 @@ mod tests {
         assert_eq!(judged(p.clone(), &[]).shutdown, Verdict::Pending);
         p.latest_secs = T + 100;
         assert_eq!(judged(p, &[]).shutdown, Verdict::Violated);
+    }
+
+    #[test]
+    fn not_applicable_on_a_kubelet_without_native_sidecars() {
+        let mut p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(1, None)]),
+            container("job", Role::App, 0, 0, vec![run(2, Some(10))]),
+        ]);
+        p.restart_policy = RestartPolicy::Never;
+        p.latest_secs = T + 100;
+        assert_eq!(
+            judged_on(p.clone(), &[], "v1.28.0").shutdown,
+            Verdict::Violated
+        );
+        let r = judged_on(p, &[], "v1.27.16");
+        not_applicable_before_its_version(&r, Rule::SidecarOutlivedApp);
+        assert_ne!(r.shutdown, Verdict::Violated, "{r:#?}");
     }
 }

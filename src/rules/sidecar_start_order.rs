@@ -11,6 +11,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Error,
     phase: Phase::Startup,
     doc: "Each sidecar's first run in a sandbox starts after the sidecar above it passed its gate (startupProbe passed, else postStart finished). Judged per generation (pod sandbox); restarts inside a running generation are not startup (NotApplicable).",
+    since: crate::kubelet::promises::ORDERED_START,
     check,
 };
 
@@ -74,5 +75,27 @@ mod tests {
         ]);
         let r = judged(p, &[]);
         assert_eq!(r.startup, Verdict::Verified, "{r:#?}");
+    }
+
+    #[test]
+    fn not_applicable_on_a_kubelet_without_native_sidecars() {
+        let p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(5, None)]),
+            container("s2", Role::Sidecar, 1, 0, vec![run(2, None)]),
+            container("app", Role::App, 0, 0, vec![run(8, None)]),
+        ]);
+        let ev = [
+            event("p.1", Some(0), EventReason::Started, None, 5, 5, 1),
+            event("p.2", Some(1), EventReason::Started, None, 2, 2, 1),
+            event("p.3", Some(2), EventReason::Started, None, 8, 8, 1),
+        ];
+        // Promised from 1.28 (alpha): a 1.28 kubelet breaking it is violated.
+        assert_eq!(
+            judged_on(p.clone(), &ev, "v1.28.0").startup,
+            Verdict::Violated
+        );
+        let r = judged_on(p, &ev, "v1.27.16");
+        not_applicable_before_its_version(&r, Rule::SidecarStartOrder);
+        assert_eq!(r.startup, Verdict::NotApplicable, "{r:#?}");
     }
 }

@@ -14,6 +14,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Error,
     phase: Phase::Shutdown,
     doc: "Sidecars that were running when the termination started end in reverse manifest order while grace remains. Pairs whose lower sidecar (or any app) ended only at the grace deadline are NotApplicable: the kubelet then stops what is left together.",
+    since: crate::kubelet::promises::ORDERED_SHUTDOWN,
     check,
 };
 
@@ -122,5 +123,25 @@ mod tests {
                 .any(|v| v.rule == Rule::SidecarForceKilled),
             "{r:#?}"
         );
+    }
+
+    #[test]
+    fn not_applicable_before_ordered_shutdown() {
+        let mut p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(1, Some(102))]),
+            container("s2", Role::Sidecar, 1, 0, vec![run(2, Some(103))]),
+            container("app", Role::App, 0, 0, vec![run(3, Some(101))]),
+        ]);
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 105,
+            grace_secs: 5,
+        });
+        assert_eq!(
+            judged_on(p.clone(), &[], "v1.29.0").shutdown,
+            Verdict::Violated
+        );
+        let r = judged_on(p, &[], "v1.28.15");
+        not_applicable_before_its_version(&r, Rule::SidecarStopOrder);
+        assert_eq!(r.shutdown, Verdict::NotApplicable, "{r:#?}");
     }
 }

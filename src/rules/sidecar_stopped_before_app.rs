@@ -14,6 +14,7 @@ pub const DEF: RuleDef = RuleDef {
     severity: Severity::Error,
     phase: Phase::Shutdown,
     doc: "On deletion, every sidecar run that was going on when the termination started ends after every app container ended, while grace remains. After the grace deadline the kubelet stops what is left together (NotApplicable). A Never/OnFailure pod's termination starts only once its apps finished, so it does not apply there.",
+    since: crate::kubelet::promises::ORDERED_SHUTDOWN,
     check,
 };
 
@@ -170,5 +171,34 @@ mod tests {
         });
         let r = judged(p, &[]);
         assert!(r.errors().next().is_none(), "{r:#?}");
+    }
+
+    #[test]
+    fn not_applicable_before_ordered_shutdown() {
+        // 1.28 stopped sidecars together with the apps: no order promised.
+        let mut p = pod(vec![
+            container("proxy", Role::Sidecar, 0, 0, vec![run(1, Some(103))]),
+            container("app", Role::App, 0, 0, vec![run(2, Some(110))]),
+        ]);
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 130,
+            grace_secs: 30,
+        });
+        assert_eq!(
+            judged_on(p.clone(), &[], "v1.29.0").shutdown,
+            Verdict::Violated
+        );
+        let r = judged_on(p, &[], "v1.28.3");
+        not_applicable_before_its_version(&r, Rule::SidecarStoppedBeforeApp);
+        assert_eq!(r.shutdown, Verdict::NotApplicable, "{r:#?}");
+        let why = r
+            .checks
+            .iter()
+            .find(|c| c.rule == Rule::SidecarStoppedBeforeApp)
+            .and_then(|c| c.why.clone());
+        assert_eq!(
+            why.as_deref(),
+            Some("reverse-order shutdown is promised from kubelet 1.29; this node runs v1.28.3")
+        );
     }
 }
