@@ -650,4 +650,32 @@ mod tests {
         };
         assert_eq!(r.namespaces, ["a", "b", "c"]);
     }
+
+    #[test]
+    fn analyze_takes_a_kubelet_version() {
+        let Command::Analyze(a) = parsed(&[
+            "sidecar-order",
+            "analyze",
+            "--pod",
+            "p.json",
+            "--kubelet-version",
+            "v1.32.1-eks-abc",
+        ])
+        .command
+        else {
+            panic!("not analyze")
+        };
+        assert_eq!(a.kubelet_version, KubeletVersion::parse("v1.32.1"));
+        let err = try_parse_from(line(&[
+            "sidecar-order",
+            "analyze",
+            "--pod",
+            "p.json",
+            "--kubelet-version",
+            "1.32",
+        ]))
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not a kubelet version"), "{err}");
+    }
 }

@@ -406,3 +406,34 @@ fn report(
         checks,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Deletion, Role};
+    use crate::rules::test_support::*;
+
+    /// A violation judged before the node's version was known is not
+    /// carried into a judgement on a kubelet that does not make the promise.
+    #[test]
+    fn an_earlier_violation_of_a_promise_the_kubelet_does_not_make_is_dropped() {
+        let mut p = pod(vec![
+            container("s1", Role::Sidecar, 0, 0, vec![run(1, Some(102))]),
+            container("s2", Role::Sidecar, 1, 0, vec![run(2, Some(103))]),
+            container("app", Role::App, 0, 0, vec![run(3, Some(101))]),
+        ]);
+        p.deletion = Some(Deletion {
+            deadline_secs: T + 105,
+            grace_secs: 5,
+        });
+        let mut h = History::of(p, &[]);
+        let before = judge_history(&h, &Config::default(), None);
+        assert_eq!(before.shutdown, Verdict::Violated);
+        h.kubelet = crate::kubelet::KubeletVersion::parse("v1.28.3");
+        let after = judge_history(&h, &Config::default(), Some(&Decided::of(&before)));
+        assert!(after.errors().next().is_none(), "{after:#?}");
+        assert_eq!(after.shutdown, Verdict::NotApplicable);
+        let status = crate::crd::ReportStatus::new(after, None).with_kubelet(h.kubelet);
+        assert_eq!(status.kubelet_version.as_deref(), Some("v1.28.3"));
+    }
+}
