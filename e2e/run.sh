@@ -4,7 +4,11 @@
 #
 #   cluster up (make cluster-up) -> node smoke test (make cluster-smoke)
 #   -> controller image (make image) -> Helm install, one report checked,
-#      helm uninstall (e2e/helm-check.sh) -> kustomize deploy (make deploy)
+#      helm uninstall (e2e/helm-check.sh) -> load harness, short pass: kwok
+#      fake nodes, 1000 pods, 60 s of churn, a controller restart, every
+#      verdict equal to its pod's labels (load/run.sh; before the deploy, so
+#      no in-cluster controller judges the load pods)
+#   -> kustomize deploy (make deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
 #   -> scenario 11 (a real Prometheus) alone
 #   -> engine model: scenarios 13-14 in parallel -> scenario 12 (stops the
@@ -18,6 +22,7 @@
 #   E2E_KEEP_NAMESPACES=1 keep every test's namespace for inspection
 #   E2E_LOG=FILE          full output (default /tmp/sidecar-order-e2e.log)
 #   E2E_SKIP_ENGINE_MODEL=1  skip the engine-model scenarios 12-14
+#   E2E_SKIP_LOAD=1       skip the load harness' short pass
 # Exits with the tests' status (0 only when every scenario passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +66,14 @@ rc=0
 bash e2e/helm-check.sh 2>&1 | tee -a "$LOG" || rc=$?
 RESULTS+=("$(printf '%-42s %4ds  %s' "Helm install (e2e/helm-check.sh)" $(( $(date +%s) - t0 )) "$( ((rc == 0)) && echo ok || echo FAILED)")")
 ((rc == 0)) || exit "$rc"
+load_rc=0
+if [[ ${E2E_SKIP_LOAD:-0} != 1 ]]; then
+  t0=$(date +%s)
+  log "load harness, short pass: 1000 pods, 60 s of churn at 20/s, a controller restart; every verdict must match its labels (load/run.sh)"
+  LOAD_PODS=1000 LOAD_RATE=50 LOAD_CHURN=20 LOAD_SECONDS=60 LOAD_IDLE_SECONDS=30 \
+    bash load/run.sh 2>&1 | tee -a "$LOG" || load_rc=$?
+  RESULTS+=("$(printf '%-42s %4ds  %s' "load harness (1000 pods, load/run.sh)" $(( $(date +%s) - t0 )) "$( ((load_rc == 0)) && echo ok || echo FAILED)")")
+fi
 log "controller deployment with kustomize (make deploy)"
 make --no-print-directory deploy 2>&1 | tee -a "$LOG"
 KUBECTL=$(make -s --no-print-directory print-kubectl)
@@ -75,6 +88,7 @@ log "building the suite"
 "${CARGO_TEST[@]}" --test e2e --test e2e_engine_model --no-run 2>&1 | tee -a "$LOG"
 
 status=0
+((load_rc == 0)) || status=1
 # One cargo test invocation of test target $2; its "test result:" line is kept for the summary.
 phase() {
   local what=$1 target=$2
