@@ -76,7 +76,14 @@ impl Metrics {
         let violations = counter(
             "sidecar_order_violations_total",
             "Sidecar ordering violations found, counted once each",
-            &["namespace", "rule", "severity", "workload_kind", "workload"],
+            &[
+                "namespace",
+                "rule",
+                "severity",
+                "workload_kind",
+                "workload",
+                "kubelet_version",
+            ],
         );
         let probe_failures = counter(
             "sidecar_order_probe_failures_total",
@@ -159,7 +166,7 @@ impl Metrics {
         );
         reports_zero(&reports);
         // Known label sets start at zero, so rates and dashboards have data at once.
-        for kind in ["pod", "event"] {
+        for kind in ["pod", "event", "node"] {
             watch_events.with_label_values(&[kind]);
         }
         for result in WRITE_RESULTS {
@@ -184,13 +191,27 @@ impl Metrics {
     /// Counts what an update newly found.
     pub fn count(&self, u: &Update) {
         let ns = u.namespace.as_str();
+        // The kubelet's minor version ("1.34"): which kubelets misbehave.
+        let kubelet = u
+            .status
+            .kubelet_version
+            .as_deref()
+            .and_then(crate::kubelet::KubeletVersion::parse)
+            .map_or_else(|| "unknown".to_string(), |k| k.minor_label());
         for v in &u.increments.violations {
             let sev = match v.severity {
                 Severity::Error => "Error",
                 Severity::Warning => "Warning",
             };
             self.violations
-                .with_label_values(&[ns, v.rule.id(), sev, &u.workload.kind, &u.workload.name])
+                .with_label_values(&[
+                    ns,
+                    v.rule.id(),
+                    sev,
+                    &u.workload.kind,
+                    &u.workload.name,
+                    &kubelet,
+                ])
                 .inc();
         }
         for (container, probe, n) in &u.increments.probe_failures {
@@ -268,7 +289,8 @@ mod tests {
                 pod_uid: "1b2c3d4e".into(),
                 workload: None,
             },
-            status: ReportStatus::new(report, None),
+            status: ReportStatus::new(report, None)
+                .with_kubelet(crate::kubelet::KubeletVersion::parse("v1.32.1-eks-4f6e1a2")),
             increments: Increments {
                 violations: vec![Violation {
                     rule: Rule::SidecarStopOrder,
@@ -289,7 +311,7 @@ mod tests {
             ..u.clone()
         });
         let text = m.render();
-        assert!(text.contains(r#"sidecar_order_violations_total{namespace="shop",rule="sidecar-stop-order",severity="Error",workload="web",workload_kind="Deployment"} 1"#), "{text}");
+        assert!(text.contains(r#"sidecar_order_violations_total{kubelet_version="1.32",namespace="shop",rule="sidecar-stop-order",severity="Error",workload="web",workload_kind="Deployment"} 1"#), "{text}");
         assert!(text.contains(r#"sidecar_order_probe_failures_total{container="proxy",namespace="shop",probe="liveness"} 6"#));
         assert!(text.contains(
             r#"sidecar_order_sidecar_restarts_total{container="proxy",namespace="shop"} 2"#

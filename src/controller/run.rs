@@ -7,7 +7,7 @@ use crate::controller::writer::{self, Outgoing, ReportWriter, Work, WriterConfig
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
@@ -84,11 +84,12 @@ enum Input {
     /// A pod watch event and the namespace its watch covers (None: all).
     Pod(Option<String>, Box<WEvent<Pod>>),
     Event(Box<WEvent<Event>>),
+    Node(Box<WEvent<Node>>),
 }
 
 type Inputs = Pin<Box<dyn Stream<Item = Result<Input, watcher::Error>> + Send>>;
 
-fn watches(client: &Client, s: &Settings) -> Inputs {
+fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
     let mut cfg = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
         cfg = cfg.labels(sel);
@@ -120,7 +121,40 @@ fn watches(client: &Client, s: &Settings) -> Inputs {
                 .map(|r| r.map(|e| Input::Event(Box::new(e)))),
         ));
     }
+    if nodes {
+        all.push(Box::pin(
+            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .map(|r| r.map(|e| Input::Node(Box::new(e)))),
+        ));
+    }
     Box::pin(stream::select_all(all))
+}
+
+/// The kubelet versions of the nodes, read before any pod is judged, so
+/// that a restart does not write every report once without the version.
+/// Without permission to read nodes the controller judges by the latest
+/// promises (one warning) and watches no nodes.
+async fn preload_nodes(client: &Client, store: &mut Store) -> bool {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut lp = ListParams::default().limit(PRELOAD_PAGE);
+    loop {
+        match api.list(&lp).await {
+            Ok(page) => {
+                for n in &page.items {
+                    store.node_applied(n);
+                }
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => lp = lp.continue_token(&token),
+                    None => return true,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list nodes: reports carry no kubelet version and are judged by the latest kubelet's promises (grant get/list/watch on nodes)");
+                return false;
+            }
+        }
+    }
 }
 
 async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> Result<(), RunError> {
@@ -256,7 +290,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         WriterConfig::default(),
     ));
 
-    let mut inputs = watches(&client, &s);
+    let node_watch = preload_nodes(&client, &mut store).await;
+    let mut inputs = watches(&client, &s, node_watch);
     let watches_total = if s.namespaces.is_empty() {
         2
     } else {
@@ -299,6 +334,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                                 other.extend(r.closed.into_iter().map(|c| Work::Close { namespace: c.namespace, name: c.name, at: seen }));
                                 r.updates
                             }
+                        }
+                    }
+                    Input::Node(ev) => {
+                        metrics.watch_events.with_label_values(&["node"]).inc();
+                        match *ev {
+                            WEvent::InitApply(n) | WEvent::Apply(n) => store.node_applied(&n),
+                            WEvent::Init | WEvent::InitDone | WEvent::Delete(_) => Vec::new(),
                         }
                     }
                     Input::Event(ev) => {

@@ -13,10 +13,11 @@ use crate::controller::ledger::{Digest, secs_of};
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::engine::history::{History, MAX_EVENTS};
 use crate::judge::{Config, Decided, judge_history};
-use crate::observe::{EventFit, event_fact, has_native_sidecar, pod_facts};
+use crate::kubelet::KubeletVersion;
+use crate::observe::{EventFit, event_fact, has_native_sidecar, kubelet_version_of, pod_facts};
 use crate::report::Verdict;
 use crate::time::rfc3339;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use std::collections::{HashMap, HashSet};
 
 pub use super::ledger::Increments;
@@ -51,6 +52,31 @@ struct Tracked {
     digest: Digest,
     ended_at: Option<i64>,
     verdicts: (Verdict, Verdict),
+    /// The pod's node, an index into `Nodes` (None: not scheduled yet).
+    node: Option<u32>,
+}
+
+/// The nodes pods run on, each with its kubelet's version when known.
+#[derive(Default)]
+struct Nodes {
+    ids: HashMap<String, u32>,
+    versions: Vec<Option<KubeletVersion>>,
+}
+
+impl Nodes {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.versions.len() as u32;
+        self.ids.insert(name.into(), id);
+        self.versions.push(None);
+        id
+    }
+
+    fn version(&self, id: Option<u32>) -> Option<KubeletVersion> {
+        id.and_then(|i| self.versions.get(i as usize).copied().flatten())
+    }
 }
 
 /// What a stored report loaded at start-up holds, compactly, until its pod
@@ -94,6 +120,7 @@ pub struct Store {
     verdicts: HashMap<(Verdict, Verdict), i64>,
     /// Reports whose pod is gone, by when it ended: what GC may delete.
     gone: Gone,
+    nodes: Nodes,
 }
 
 impl Store {
@@ -107,7 +134,33 @@ impl Store {
             resync: HashMap::new(),
             verdicts: HashMap::new(),
             gone: Gone::default(),
+            nodes: Nodes::default(),
         }
+    }
+
+    /// A node was added or changed: its kubelet's version is what the
+    /// rules of its pods' reports go by. When it changed (or became known),
+    /// the node's tracked pods are judged again.
+    pub fn node_applied(&mut self, node: &Node) -> Vec<Update> {
+        let Some(name) = node.metadata.name.as_deref() else {
+            return Vec::new();
+        };
+        let id = self.nodes.id(name);
+        let version = kubelet_version_of(node);
+        if self.nodes.versions[id as usize] == version {
+            return Vec::new();
+        }
+        self.nodes.versions[id as usize] = version;
+        let cfg = self.cfg;
+        let verdicts = &mut self.verdicts;
+        self.pods
+            .values_mut()
+            .filter(|t| t.node == Some(id))
+            .filter_map(|t| {
+                t.history.kubelet = version;
+                judge_tracked(&cfg, verdicts, t)
+            })
+            .collect()
     }
 
     pub fn tracked_pods(&self) -> usize {
@@ -226,10 +279,18 @@ impl Store {
             let old = self.pods.remove(&key).expect("present");
             out.extend(self.finish(old, now));
         }
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .map(|n| self.nodes.id(n));
         match self.pods.get_mut(&key) {
             Some(t) => {
                 t.history.observe(facts);
                 t.workload = Workload::of(pod);
+                if node.is_some() {
+                    t.node = node;
+                }
             }
             None => {
                 let (digest, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
@@ -248,6 +309,7 @@ impl Store {
                     digest,
                     ended_at,
                     verdicts: (Verdict::Pending, Verdict::Pending),
+                    node,
                 };
                 for ev in self.pending.remove(&key).unwrap_or_default() {
                     self.pending_len -= 1;
@@ -259,6 +321,7 @@ impl Store {
             }
         }
         let t = self.pods.get_mut(&key).expect("inserted");
+        t.history.kubelet = self.nodes.version(t.node);
         if t.history.pod.finished_phase && t.ended_at.is_none() {
             t.ended_at = Some(now);
         }
@@ -420,7 +483,7 @@ fn judge_tracked(
         pod_uid: t.history.pod.uid.clone(),
         workload: t.workload.display(),
     };
-    let status = ReportStatus::new(report, t.ended_at.map(rfc3339));
+    let status = ReportStatus::new(report, t.ended_at.map(rfc3339)).with_kubelet(t.history.kubelet);
     let increments = t.digest.record(&spec, &status)?;
     Some(Update {
         namespace: t.history.pod.namespace.clone(),
@@ -539,6 +602,34 @@ mod tests {
         s.pod_applied(&sidecar_pod("ns", "p1", "u1-new", waiting.clone()), 3);
         assert_eq!(kept(&s), recount(&s));
         assert_eq!(s.verdict_counts().values().sum::<i64>(), 3);
+    }
+
+    #[test]
+    fn reports_carry_the_kubelet_version_of_the_pods_node() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let node = |v: &str| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n1"},
+                "status": {"nodeInfo": {"kubeletVersion": v, "architecture": "", "bootID": "", "containerRuntimeVersion": "",
+                  "kernelVersion": "", "kubeProxyVersion": "", "machineID": "", "operatingSystem": "", "osImage": "", "systemUUID": ""}}}))
+            .unwrap()
+        };
+        let mut on_n1 = sidecar_pod("ns", "p", "u", running.clone());
+        on_n1.spec.as_mut().unwrap().node_name = Some("n1".into());
+        let mut s = Store::new(Config::default());
+        // The pod is judged before its node is known: no version.
+        let first = s.pod_applied(&on_n1, 1);
+        assert_eq!(first[0].status.kubelet_version, None);
+        // The node shows up: its pods are judged again, with the version.
+        let again = s.node_applied(&node("v1.32.1"));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].status.kubelet_version.as_deref(), Some("v1.32.1"));
+        // A node update that does not change the version rewrites nothing.
+        assert!(s.node_applied(&node("v1.32.1")).is_empty());
+        // A pod on another node is not touched by n1's upgrade.
+        s.pod_applied(&sidecar_pod("ns", "q", "uq", running.clone()), 2);
+        let upgraded = s.node_applied(&node("v1.33.0"));
+        assert_eq!(upgraded.len(), 1);
+        assert_eq!(upgraded[0].pod_name, "p");
     }
 
     #[test]
