@@ -41,6 +41,69 @@ pub enum Command {
     Run(RunArgs),
     /// Print a stored SidecarOrderReport as a table (summary, violations, timeline).
     Show(ShowArgs),
+    /// Run probe pods in a temporary namespace: does this cluster's kubelet keep the native-sidecar promises?
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ConformanceOutput {
+    Table,
+    Json,
+    Junit,
+}
+
+#[derive(Args, Debug)]
+pub struct ConformanceArgs {
+    /// The namespace to run in (default: a new `sidecar-order-conformance-XXXXXX`, deleted at the end). An existing one is kept; only the probes are deleted.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The probes' image: needs sh, sleep, trap and touch (pulled IfNotPresent).
+    #[arg(long, default_value = "busybox:1.36")]
+    pub image: String,
+    /// Only nodes with these labels (`key=value[,key=value]`); selected nodes are used even when tainted.
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = crate::conformance::runner::parse_node_selector)]
+    pub node_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// One run per node; `--per-node=LABEL`: one per value of that node label (a node pool). Default: one run, on the first eligible node by name.
+    #[arg(long, value_name = "LABEL", num_args = 0..=1, default_missing_value = "")]
+    pub per_node: Option<String>,
+    /// How long each probe may take before it is judged Indeterminate (e.g. 180s, 5m).
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Leave the namespace and the probes for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Only this promise (repeat for several; default: the whole catalogue).
+    #[arg(long = "promise", value_name = "ID")]
+    pub promises: Vec<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t = ConformanceOutput::Table)]
+    pub output: ConformanceOutput,
+}
+
+impl ConformanceArgs {
+    pub fn options(&self) -> crate::conformance::runner::Options {
+        use crate::conformance::runner::{Options, PerNode};
+        Options {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            node_selector: self.node_selector.clone().unwrap_or_default(),
+            per_node: match self.per_node.as_deref() {
+                None => PerNode::Off,
+                Some("") => PerNode::Node,
+                Some(label) => PerNode::Label(label.to_string()),
+            },
+            timeout: self.timeout,
+            keep: self.keep,
+            promises: self.promises.clone(),
+            context: self.context.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -166,6 +229,16 @@ pub async fn kube_client(
     context: Option<&str>,
     kubeconfig: Option<&Path>,
 ) -> Result<kube::Client, AnalyzeError> {
+    let config = kube_config(context, kubeconfig).await?;
+    kube::Client::try_from(config)
+        .map_err(|e| AnalyzeError::Live(format!("cannot build a client from the kubeconfig: {e}")))
+}
+
+/// The client configuration `kube_client` uses (with the server's address).
+pub async fn kube_config(
+    context: Option<&str>,
+    kubeconfig: Option<&Path>,
+) -> Result<kube::Config, AnalyzeError> {
     use kube::config::{Config, KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
@@ -188,7 +261,7 @@ pub async fn kube_client(
             .map_err(|e| cannot(&e))?,
         (None, None) => Config::infer().await.map_err(|e| cannot(&e))?,
     };
-    kube::Client::try_from(config).map_err(|e| cannot(&e))
+    Ok(config)
 }
 
 /// Reads a stored report (by its name, or its pod's) and renders it.

@@ -10,6 +10,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod conformance;
 pub mod controller;
 pub mod crd;
 pub mod engine;

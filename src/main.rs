@@ -1,4 +1,6 @@
-use sidecar_order::cli::{Command, LogFormat, exit_code, parse, run_analyze, run_show};
+use sidecar_order::cli::{
+    Command, ConformanceOutput, LogFormat, exit_code, parse, run_analyze, run_show,
+};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -34,6 +36,31 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Conformance(args) => {
+            use sidecar_order::conformance::{exit_code, output, runner};
+            let progress = |s: &str| eprintln!("conformance: {s}");
+            match runner::run(&args.options(), &progress).await {
+                Ok(run) => {
+                    print!(
+                        "{}",
+                        match args.output {
+                            ConformanceOutput::Table => output::table(&run),
+                            ConformanceOutput::Json => output::json(&run),
+                            ConformanceOutput::Junit => output::junit(&run),
+                        }
+                    );
+                    ExitCode::from(exit_code(&run.rows))
+                }
+                Err(e @ runner::RunError::Interrupted(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(130)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Crd => {
             print!("{}", sidecar_order::crd::crd_yaml());
             ExitCode::SUCCESS
