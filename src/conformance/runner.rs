@@ -100,9 +100,16 @@ fn api_error(what: &str, e: &kube::Error, server: &str) -> RunError {
             "the cluster at {server} refused the credentials (401 Unauthorized) while trying to {what}"
         ))),
         kube::Error::Api(s) => RunError::Cannot(line(format!("cannot {what}: {}", s.message))),
-        other => RunError::Cannot(line(format!(
-            "cannot reach the cluster at {server}: {other}"
-        ))),
+        other => {
+            // The innermost cause says what went wrong (connection refused, ...).
+            let mut cause: &dyn std::error::Error = other;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            RunError::Cannot(line(format!(
+                "cannot reach the cluster at {server}: {other}: {cause}"
+            )))
+        }
     }
 }
 
