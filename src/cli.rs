@@ -360,11 +360,27 @@ pub struct RunArgs {
     /// Namespace of the Lease (the controller's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "sidecar-order-system")]
     pub lease_namespace: String,
-    /// This replica's identity in the Lease.
+    /// This replica's identity in the Lease (default: the host name, which
+    /// in a pod is the pod's name; two replicas must never share one).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     #[arg(long, env = "SIDECAR_ORDER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// The host name (a pod's own name), else one made unique by the process
+/// id and the start time: never the same in two containers.
+fn default_identity() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("sidecar-order-{}-{nanos:08x}", std::process::id())
+        })
 }
 
 /// Parses `24h`, `30m`, `90s` or plain seconds.
@@ -396,10 +412,7 @@ impl RunArgs {
             leader_elect: self.leader_elect,
             lease_name: self.lease_name.clone(),
             lease_namespace: self.lease_namespace.clone(),
-            identity: self
-                .identity
-                .clone()
-                .unwrap_or_else(|| format!("sidecar-order-{}", std::process::id())),
+            identity: self.identity.clone().unwrap_or_else(default_identity),
         }
     }
 }

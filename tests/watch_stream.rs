@@ -6,6 +6,7 @@
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
+use sidecar_order::controller::ledger::Ledger;
 use sidecar_order::controller::store::{Store, Update};
 use sidecar_order::judge::Config;
 use sidecar_order::model::ProbeKind;
@@ -98,19 +99,25 @@ fn last_for<'a>(updates: &'a [Update], pod: &str) -> &'a Update {
         .expect("an update for the pod")
 }
 
-/// Sums the increments of all updates, per (pod, what).
-fn totals(updates: &[Update]) -> HashMap<String, u64> {
+/// Writes every update (each write succeeding) against `ledger` and sums
+/// what the writes counted, per (pod, what).
+fn totals(ledger: &mut Ledger, updates: &[Update]) -> HashMap<String, u64> {
     let mut t = HashMap::new();
     for u in updates {
-        for v in &u.increments.violations {
+        let key = (u.namespace.clone(), u.report_name.clone());
+        if ledger.holds(&key, &u.spec, &u.status) {
+            continue;
+        }
+        let inc = ledger.record(&key, &u.spec, &u.status);
+        for v in &inc.violations {
             *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id()))
                 .or_default() += 1;
         }
-        for (c, k, n) in &u.increments.probe_failures {
+        for (c, k, n) in &inc.probe_failures {
             *t.entry(format!("{}/probe/{c}/{}", u.pod_name, k.as_str()))
                 .or_default() += u64::from(*n);
         }
-        for (c, n) in &u.increments.sidecar_restarts {
+        for (c, n) in &inc.sidecar_restarts {
             *t.entry(format!("{}/restarts/{c}", u.pod_name)).or_default() += u64::from(*n);
         }
     }
@@ -152,7 +159,7 @@ fn recorded_stream_gives_the_kubelets_verdicts() {
     assert!(live.status.sidecar_restarts >= 1);
 
     // Increments add up to exactly what the last reports hold: nothing twice.
-    let t = totals(&updates);
+    let t = totals(&mut Ledger::default(), &updates);
     assert_eq!(
         t["liveness-fail/probe/sidecar/liveness"],
         u64::from(liveness.count)
@@ -213,13 +220,10 @@ fn a_restarted_controller_counts_nothing_twice() {
         written.insert(u.report_name.clone(), u);
     }
     let mut second = Store::new(Config::default());
+    let mut ledger = Ledger::default();
     for u in written.values() {
-        second.preload(
-            &u.namespace,
-            &u.report_name,
-            u.spec.clone(),
-            u.status.clone(),
-        );
+        second.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
+        ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
     }
     // It lists the pods that exist now, then sees every event again.
     let now = items.last().unwrap().0;
@@ -252,8 +256,19 @@ fn a_restarted_controller_counts_nothing_twice() {
             after.extend(second.event_applied(e, now));
         }
     }
-    let t = totals(&after);
+    let t = totals(&mut ledger, &after);
     assert!(t.is_empty(), "counted again after a restart: {t:?}");
+    // And a takeover (a standby's index against the stored reports) writes
+    // nothing and counts nothing either.
+    let current = second.current(now);
+    assert!(
+        current.iter().all(|u| ledger.holds(
+            &(u.namespace.clone(), u.report_name.clone()),
+            &u.spec,
+            &u.status
+        )),
+        "a takeover would rewrite a stored report"
+    );
 }
 
 #[test]

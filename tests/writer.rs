@@ -6,9 +6,9 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use sidecar_order::controller::metrics::{Metrics, WRITE_RESULTS};
-use sidecar_order::controller::store::{Increments, Update, Workload};
+use sidecar_order::controller::store::{Update, Workload};
 use sidecar_order::controller::writer::{
-    self, Call, Outgoing, ReportWriter, Work, WriteError, WriterConfig,
+    self, Call, Msg, Outgoing, ReportWriter, Work, WriteError, WriterConfig,
 };
 use sidecar_order::crd::{ReportSpec, ReportStatus};
 use sidecar_order::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
@@ -29,7 +29,7 @@ fn named(report_name: &str, shutdown: Verdict, violations: Vec<Violation>) -> Up
         sidecars: 1,
         evidence: Evidence::Complete,
         gaps: vec![],
-        violations: violations.clone(),
+        violations,
         probe_failures: vec![],
         containers: vec![],
         checks: vec![],
@@ -49,10 +49,6 @@ fn named(report_name: &str, shutdown: Verdict, violations: Vec<Violation>) -> Up
             workload: Some("Deployment/web".into()),
         },
         status: ReportStatus::new(report, None),
-        increments: Increments {
-            violations,
-            ..Default::default()
-        },
     }
 }
 
@@ -77,7 +73,6 @@ fn apply(u: Update) -> Work {
     Work::Apply(Outgoing {
         update: u,
         seen_at: Instant::now(),
-        from_standby: false,
     })
 }
 
@@ -185,11 +180,13 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
         handle
     });
     let u = update(Verdict::Violated, vec![violation()]);
-    w.apply_report(&u).await.unwrap();
-    w.record_violations(&u).await.unwrap();
-    let u2 = update(Verdict::Verified, vec![]);
-    w.apply_report(&u2).await.unwrap();
-    w.record_violations(&u2).await.unwrap();
+    let inc = w.apply_report(&u, false).await.unwrap();
+    w.record_violations(&u, &inc.violations).await.unwrap();
+    // The same violation again: stored already, so not announced again.
+    let u2 = update(Verdict::Verified, vec![violation()]);
+    let inc = w.apply_report(&u2, false).await.unwrap();
+    assert!(inc.violations.is_empty(), "{inc:?}");
+    w.record_violations(&u2, &inc.violations).await.unwrap();
     let mut handle = server.await.unwrap();
     // Nothing else was sent.
     quiet(&mut handle, Duration::from_millis(100)).await;
@@ -198,7 +195,7 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
 /// The writer task on a mocked API server: its input channel, the lease
 /// flag, its metrics and the task, plus the mock's handle.
 struct Running {
-    tx: mpsc::Sender<Work>,
+    tx: mpsc::Sender<Msg>,
     lead_tx: watch::Sender<bool>,
     metrics: Metrics,
     task: tokio::task::JoinHandle<()>,
@@ -207,7 +204,7 @@ struct Running {
 
 impl Running {
     async fn send(&self, work: Work) {
-        self.tx.send(work).await.unwrap();
+        self.tx.send(Msg::Work(work)).await.unwrap();
     }
 
     fn count(&self, result: &str) -> u64 {
@@ -274,23 +271,29 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
         task,
         mut handle,
     } = start_writer(false);
-    // Two updates of one report while not leader: nothing is written...
+    // Two updates of one report while not leader: nothing is written, and
+    // nothing kept (a standby keeps no queue)...
     for v in [Verdict::Pending, Verdict::Verified] {
         let o = Outgoing {
             update: update(v, vec![]),
             seen_at: Instant::now(),
-            from_standby: true,
         };
-        tx.send(Work::Apply(o)).await.unwrap();
+        tx.send(Msg::Work(Work::Apply(o))).await.unwrap();
     }
     quiet(&mut handle, Duration::from_millis(300)).await;
-    // ...until the lease is won; then only the newest state is written.
     lead_tx.send(true).unwrap();
+    quiet(&mut handle, Duration::from_millis(300)).await;
+    // ...the takeover brings the index's reports: the stored ones are read
+    // (none here), then what differs is written.
+    tx.send(Msg::Takeover(vec![update(Verdict::Verified, vec![])]))
+        .await
+        .unwrap();
+    list_reports(&mut handle, vec![]).await;
     expect(&mut handle, "PATCH", &spec_path()).await;
     let st = expect(&mut handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
     // Closing the channel (SIGTERM) flushes what is pending, then the task ends.
-    tx.send(apply(update(Verdict::Violated, vec![])))
+    tx.send(Msg::Work(apply(update(Verdict::Violated, vec![]))))
         .await
         .unwrap();
     drop(tx);
@@ -320,7 +323,7 @@ async fn a_failing_flush_gives_up_at_the_flush_timeout() {
         task,
         mut handle,
     } = start_with(true, cfg, 8);
-    tx.send(apply(update(Verdict::Verified, vec![])))
+    tx.send(Msg::Work(apply(update(Verdict::Verified, vec![]))))
         .await
         .unwrap();
     drop(tx);
@@ -425,9 +428,12 @@ async fn a_server_error_is_retried_after_a_backoff() {
     expect(&mut r.handle, "PATCH", &spec_path()).await;
     refuse(&mut r.handle, "PATCH", &status_path(), 500).await;
     let failed_at = tokio::time::Instant::now();
+    // The report is not known to exist until a status is stored: the spec
+    // is applied again (server-side apply: the same object).
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let waited = failed_at.elapsed();
     let st = expect(&mut r.handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Pending");
-    let waited = failed_at.elapsed();
     assert!(
         waited >= Duration::from_millis(180) && waited <= Duration::from_millis(250),
         "{waited:?}"
@@ -507,7 +513,7 @@ async fn a_stalled_api_server_never_blocks_the_sender() {
     let send_all = async move {
         for i in 0..10_000 {
             let u = named(&format!("r{i}"), Verdict::Pending, vec![violation()]);
-            sender.send(apply(u)).await.unwrap();
+            sender.send(Msg::Work(apply(u))).await.unwrap();
         }
     };
     tokio::time::timeout(Duration::from_secs(10), send_all)
@@ -531,7 +537,18 @@ async fn a_stalled_api_server_never_blocks_the_sender() {
 /// A delete of a report drops its pending write.
 #[tokio::test]
 async fn a_delete_drops_the_pending_write() {
-    let mut r = start_writer(false);
+    let cfg = WriterConfig {
+        concurrency: 1,
+        ..WriterConfig::default()
+    };
+    let mut r = start_with(true, cfg, 8);
+    // Another report's write holds the only slot...
+    r.send(apply(named("other-9a8b7c6d", Verdict::Verified, vec![])))
+        .await;
+    let other =
+        "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/other-9a8b7c6d";
+    let (body, held) = next(&mut r.handle, "PATCH", &format!("{other}?")).await;
+    // ...while an apply and a delete of this one wait: the delete wins.
     r.send(apply(update(Verdict::Verified, vec![violation()])))
         .await;
     r.send(Work::Delete {
@@ -539,9 +556,9 @@ async fn a_delete_drops_the_pending_write() {
         name: "web-1b2c3d4e".into(),
     })
     .await;
-    // Both taken in before the lease is won.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    r.lead_tx.send(true).unwrap();
+    held.send_response(echo(&body));
+    expect(&mut r.handle, "PATCH", &format!("{other}/status?")).await;
     let (_, reply) = next(&mut r.handle, "DELETE", REPORT).await;
     let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200});
     reply.send_response(
@@ -550,7 +567,7 @@ async fn a_delete_drops_the_pending_write() {
             .unwrap(),
     );
     quiet(&mut r.handle, Duration::from_millis(300)).await;
-    r.counted(&[("deleted", 1), ("written", 0)]).await;
+    r.counted(&[("deleted", 1), ("written", 1)]).await;
     // The writer forgot the report: were it wanted again, its spec is applied.
     r.send(apply(update(Verdict::Verified, vec![]))).await;
     expect(&mut r.handle, "PATCH", &spec_path()).await;
@@ -595,56 +612,134 @@ fn every_error_counts_as_a_known_result() {
     assert_eq!(timeout.category(), "timeout");
 }
 
-/// A standby queues an update with a new violation, then wins the lease; the
-/// mock answers its GET of the report with `stored` (404 when None).
-async fn handover(stored: Option<Update>) -> Running {
-    let mut r = start_writer(false);
-    r.send(Work::Apply(Outgoing {
-        update: update(Verdict::Violated, vec![violation()]),
-        seen_at: Instant::now(),
-        from_standby: true,
-    }))
+/// Answers the writer's paginated LIST of every stored report with `items`.
+async fn list_reports(handle: &mut Handle, items: Vec<Update>) {
+    let (_, send) = next(
+        handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
+    )
     .await;
-    r.lead_tx.send(true).unwrap();
-    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
-    send.send_response(match stored {
-        Some(u) => {
-            let body = json!({
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|u| {
+            json!({
                 "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
-                "metadata": {"name": "web-1b2c3d4e", "namespace": "shop"},
+                "metadata": {"name": u.report_name, "namespace": u.namespace},
                 "spec": u.spec, "status": u.status,
-            });
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                .unwrap()
-        }
-        None => status_reply(404, "NotFound"),
-    });
+            })
+        })
+        .collect();
+    let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReportList",
+        "metadata": {"resourceVersion": "1"}, "items": items});
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+}
+
+/// A standby wins the lease; its index has a report with a violation; the
+/// stored reports (read once, paginated) are `stored`.
+async fn handover(stored: Vec<Update>) -> Running {
+    let mut r = start_writer(false);
+    r.lead_tx.send(true).unwrap();
+    r.tx.send(Msg::Takeover(vec![update(
+        Verdict::Violated,
+        vec![violation()],
+    )]))
+    .await
+    .unwrap();
+    list_reports(&mut r.handle, stored).await;
     r
 }
 
-/// A standby that wins the lease writes what it queued, but does not
-/// announce again the violations the old leader's report already lists.
+/// The old leader stored exactly what the new one's index says: nothing is
+/// written, nothing announced again, nothing counted.
 #[tokio::test]
-async fn a_new_leader_does_not_announce_again_what_the_report_lists() {
-    let mut r = handover(Some(update(Verdict::Violated, vec![violation()]))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
+async fn a_new_leader_writes_nothing_the_stored_reports_hold() {
+    let mut r = handover(vec![update(Verdict::Violated, vec![violation()])]).await;
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    assert_eq!(r.count("written"), 0);
+    let violations: u64 = r
+        .metrics
+        .violations
+        .with_label_values(&[
+            "shop",
+            "sidecar-stopped-before-app",
+            "Error",
+            "Deployment",
+            "web",
+            "unknown",
+        ])
+        .get();
+    assert_eq!(violations, 0);
+    stop(r).await;
+}
+
+/// The stored report lacks the violation (the old leader died before it
+/// wrote it): written, announced and counted once, the spec not applied
+/// again (the report exists).
+#[tokio::test]
+async fn a_new_leader_announces_and_counts_what_the_report_lacks() {
+    let mut r = handover(vec![update(Verdict::Pending, vec![])]).await;
     let st = expect(&mut r.handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["violationCount"], 1);
-    // No Warning Event: the old leader recorded it.
+    let ev = expect(&mut r.handle, "POST", EVENTS).await;
+    assert_eq!(ev["reason"], "SidecarOrderViolation");
+    r.counted(&[("written", 1)]).await;
+    let violations: u64 = r
+        .metrics
+        .violations
+        .with_label_values(&[
+            "shop",
+            "sidecar-stopped-before-app",
+            "Error",
+            "Deployment",
+            "web",
+            "unknown",
+        ])
+        .get();
+    assert_eq!(violations, 1);
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     stop(r).await;
 }
 
-/// The same, when the old leader had not written the violation yet: the new
-/// leader announces it.
+/// No stored report at all: created (spec, status), announced.
 #[tokio::test]
-async fn a_new_leader_announces_what_the_report_lacks() {
-    let mut r = handover(None).await;
+async fn a_new_leader_creates_a_report_nobody_stored() {
+    let mut r = handover(vec![]).await;
     expect(&mut r.handle, "PATCH", &spec_path()).await;
     expect(&mut r.handle, "PATCH", &status_path()).await;
     let ev = expect(&mut r.handle, "POST", EVENTS).await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
+    stop(r).await;
+}
+
+/// A stored report that still reads as live, of a pod the new leader's
+/// index does not know (deleted while nobody led): closed.
+#[tokio::test]
+async fn a_new_leader_closes_live_reports_of_pods_it_does_not_know() {
+    let orphan = named("gone-5e6f7a8b", Verdict::Verified, vec![]);
+    let mut r = handover(vec![
+        update(Verdict::Violated, vec![violation()]),
+        orphan.clone(),
+    ])
+    .await;
+    let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
+    let (_, send) = next(&mut r.handle, "GET", path).await;
+    let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+        "metadata": {"name": "gone-5e6f7a8b", "namespace": "shop"},
+        "spec": orphan.spec, "status": orphan.status});
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    let st = expect(&mut r.handle, "PATCH", &format!("{path}/status?")).await;
+    assert!(st["status"]["podEndedAt"].is_string(), "{st}");
+    assert_eq!(st["status"]["evidence"], "Partial");
+    r.counted(&[("closed", 1), ("written", 0)]).await;
     stop(r).await;
 }
 

@@ -1,12 +1,16 @@
-//! What has been counted for one pod: the ledger the metrics are computed
-//! against. An update's increments are the part of its report not yet in
-//! the pod's `Digest`; after a restart the digest is rebuilt from the stored
-//! report, so nothing is counted twice.
+//! The stored reports are the ledger of what has been counted. The writer
+//! keeps, per report, a `Digest` of the status the API server holds: read
+//! from the stored reports when it starts or takes the lease over, advanced
+//! only by a write that succeeded. A write's increments (the metrics it
+//! adds, the violations it announces) are the part of its status not yet in
+//! that digest, so a restart, a failover or a retried write never counts a
+//! thing twice, and a status that equals the stored one is not written.
 
 use crate::crd::{ReportSpec, ReportStatus};
 use crate::model::ProbeKind;
 use crate::report::{Report, Verdict, Violation};
 use k8s_openapi::jiff::Timestamp;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 pub(crate) fn hash_of(x: impl Hash) -> u64 {
@@ -14,6 +18,73 @@ pub(crate) fn hash_of(x: impl Hash) -> u64 {
     x.hash(&mut h);
     h.finish()
 }
+/// The ledger: a digest of every stored report the writer knows.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    reports: HashMap<(String, String), Digest>,
+}
+
+impl Ledger {
+    /// Takes a stored report as it is (start-up, or a reconcile pass).
+    pub fn seed(&mut self, namespace: &str, name: &str, spec: &ReportSpec, status: &ReportStatus) {
+        self.reports.insert(
+            (namespace.into(), name.into()),
+            Digest::from_status(spec, status),
+        );
+    }
+
+    /// Whether the API server holds exactly this status already.
+    pub fn holds(&self, key: &(String, String), spec: &ReportSpec, status: &ReportStatus) -> bool {
+        self.reports
+            .get(key)
+            .is_some_and(|d| d.status_hash == status_hash(spec, status))
+    }
+
+    /// A write of this status succeeded: what it added to the counts.
+    pub fn record(
+        &mut self,
+        key: &(String, String),
+        spec: &ReportSpec,
+        status: &ReportStatus,
+    ) -> Increments {
+        match self.reports.get_mut(key) {
+            Some(d) => d.record(spec, status).unwrap_or_default(),
+            None => {
+                let mut d = Digest::default();
+                let inc = d.record(spec, status).unwrap_or_default();
+                self.reports.insert(key.clone(), d);
+                inc
+            }
+        }
+    }
+
+    /// Whether the report is known to exist (stored, or written by us).
+    pub fn contains(&self, key: &(String, String)) -> bool {
+        self.reports.contains_key(key)
+    }
+
+    /// The report was deleted (or will never be written again).
+    pub fn forget(&mut self, key: &(String, String)) {
+        self.reports.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.reports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+    }
+
+    /// The keys of the stored reports that still read as live (no pod end).
+    pub fn live(&self) -> impl Iterator<Item = &(String, String)> {
+        self.reports
+            .iter()
+            .filter(|(_, d)| !d.ended)
+            .map(|(k, _)| k)
+    }
+}
+
 /// What has been counted (and written) for one pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Digest {
@@ -22,6 +93,8 @@ pub struct Digest {
     restarts: Vec<(u64, u32)>,
     startup_timed: bool,
     shutdown_timed: bool,
+    /// The status records the pod's end.
+    ended: bool,
     status_hash: u64,
 }
 
@@ -59,6 +132,7 @@ impl Digest {
         }
         let inc = count(self, &status.report);
         self.status_hash = hash;
+        self.ended = status.pod_ended_at.is_some();
         Some(inc)
     }
 
@@ -79,6 +153,7 @@ impl Digest {
                 .collect(),
             startup_timed: r.startup != Verdict::Pending,
             shutdown_timed: r.shutdown != Verdict::Pending,
+            ended: s.pod_ended_at.is_some(),
             status_hash: status_hash(spec, s),
         }
     }

@@ -2,6 +2,7 @@
 //! namespace, rule, severity, container name, probe kind and owning workload,
 //! never a pod name or uid.
 
+use crate::controller::ledger::Increments;
 use crate::controller::store::Update;
 use crate::report::{Severity, Verdict};
 use prometheus::{
@@ -189,7 +190,8 @@ impl Metrics {
     }
 
     /// Counts what an update newly found.
-    pub fn count(&self, u: &Update) {
+    /// Counts what a stored write added (`inc`, from the ledger).
+    pub fn count(&self, u: &Update, inc: &Increments) {
         let ns = u.namespace.as_str();
         // The kubelet's minor version ("1.34"): which kubelets misbehave.
         let kubelet = u
@@ -198,7 +200,7 @@ impl Metrics {
             .as_deref()
             .and_then(crate::kubelet::KubeletVersion::parse)
             .map_or_else(|| "unknown".to_string(), |k| k.minor_label());
-        for v in &u.increments.violations {
+        for v in &inc.violations {
             let sev = match v.severity {
                 Severity::Error => "Error",
                 Severity::Warning => "Warning",
@@ -214,20 +216,20 @@ impl Metrics {
                 ])
                 .inc();
         }
-        for (container, probe, n) in &u.increments.probe_failures {
+        for (container, probe, n) in &inc.probe_failures {
             self.probe_failures
                 .with_label_values(&[ns, container, probe.as_str()])
                 .inc_by(u64::from(*n));
         }
-        for (container, n) in &u.increments.sidecar_restarts {
+        for (container, n) in &inc.sidecar_restarts {
             self.sidecar_restarts
                 .with_label_values(&[ns, container])
                 .inc_by(u64::from(*n));
         }
-        if let Some(s) = u.increments.startup_seconds {
+        if let Some(s) = inc.startup_seconds {
             self.startup_seconds.with_label_values(&[ns]).observe(s);
         }
-        if let Some(s) = u.increments.shutdown_seconds {
+        if let Some(s) = inc.shutdown_seconds {
             self.shutdown_seconds.with_label_values(&[ns]).observe(s);
         }
     }
@@ -256,7 +258,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::store::{Increments, Update, Workload};
+    use crate::controller::ledger::Increments;
+    use crate::controller::store::{Update, Workload};
     use crate::crd::{ReportSpec, ReportStatus};
     use crate::model::ProbeKind;
     use crate::report::{Evidence, Report, Rule, Violation};
@@ -291,25 +294,22 @@ mod tests {
             },
             status: ReportStatus::new(report, None)
                 .with_kubelet(crate::kubelet::KubeletVersion::parse("v1.32.1-eks-4f6e1a2")),
-            increments: Increments {
-                violations: vec![Violation {
-                    rule: Rule::SidecarStopOrder,
-                    severity: Severity::Error,
-                    containers: vec!["a".into(), "b".into()],
-                    message: String::new(),
-                    evidence: vec![],
-                }],
-                probe_failures: vec![("proxy".into(), ProbeKind::Liveness, 6)],
-                sidecar_restarts: vec![("proxy".into(), 2)],
-                startup_seconds: Some(2.0),
-                shutdown_seconds: None,
-            },
         };
-        m.count(&u);
-        m.count(&Update {
-            increments: Increments::default(),
-            ..u.clone()
-        });
+        let inc = Increments {
+            violations: vec![Violation {
+                rule: Rule::SidecarStopOrder,
+                severity: Severity::Error,
+                containers: vec!["a".into(), "b".into()],
+                message: String::new(),
+                evidence: vec![],
+            }],
+            probe_failures: vec![("proxy".into(), ProbeKind::Liveness, 6)],
+            sidecar_restarts: vec![("proxy".into(), 2)],
+            startup_seconds: Some(2.0),
+            shutdown_seconds: None,
+        };
+        m.count(&u, &inc);
+        m.count(&u, &Increments::default());
         let text = m.render();
         assert!(text.contains(r#"sidecar_order_violations_total{kubelet_version="1.32",namespace="shop",rule="sidecar-stop-order",severity="Error",workload="web",workload_kind="Deployment"} 1"#), "{text}");
         assert!(text.contains(r#"sidecar_order_probe_failures_total{container="proxy",namespace="shop",probe="liveness"} 6"#));

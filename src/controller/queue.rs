@@ -16,9 +16,6 @@ pub type Key = (String, String);
 pub struct Outgoing {
     pub update: Update,
     pub seen_at: Instant,
-    /// Made while another replica held the lease: that one may have
-    /// announced its violations already.
-    pub from_standby: bool,
 }
 
 /// What the writer is asked to do with one report.
@@ -53,17 +50,12 @@ impl Work {
 }
 
 /// Merges newer work for a report into older work not written yet: the
-/// newest status (or a delete) wins; violations accumulate, so their Events
-/// are still published; the earliest `seen_at` stays, so latency measures
-/// the oldest change the write carries.
+/// newest status (or a delete) wins (what it adds to the counts is found
+/// against the ledger when it is written); the earliest `seen_at` stays, so
+/// latency measures the oldest change the write carries.
 pub fn coalesce(older: Work, newer: Work) -> Work {
     match (older, newer) {
         (Work::Apply(old), Work::Apply(mut new)) => {
-            let mut violations = old.update.increments.violations;
-            violations.append(&mut new.update.increments.violations);
-            new.update.increments.violations = violations;
-            // Violations queued as standby keep needing the check.
-            new.from_standby |= old.from_standby;
             new.seen_at = new.seen_at.min(old.seen_at);
             Work::Apply(new)
         }
@@ -200,6 +192,15 @@ impl Queue {
         self.pending.is_empty() && self.in_flight.is_empty()
     }
 
+    /// Drops every pending write and backoff (leadership lost: they are
+    /// the new leader's); writes in flight still end with `done`.
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.ready.clear();
+        self.backoff.clear();
+        self.timers.clear();
+    }
+
     /// Neither in flight nor backing off.
     fn idle(&self, key: &Key) -> bool {
         !self.in_flight.contains(key) && self.backoff.get(key).is_none_or(|b| b.until.is_none())
@@ -219,13 +220,13 @@ fn delay(min: Duration, max: Duration, failures: u32, key: &Key) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::store::{Increments, Workload};
+    use crate::controller::store::Workload;
     use crate::crd::{ReportSpec, ReportStatus};
-    use crate::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
+    use crate::report::{Evidence, Report, Verdict};
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn apply(name: &str, shutdown: Verdict, violations: usize, seen_at: Instant) -> Work {
+    fn apply(name: &str, shutdown: Verdict, _violations: usize, seen_at: Instant) -> Work {
         let report = Report {
             startup: Verdict::Verified,
             shutdown,
@@ -236,13 +237,6 @@ mod tests {
             probe_failures: vec![],
             containers: vec![],
             checks: vec![],
-        };
-        let v = Violation {
-            rule: Rule::SidecarStopOrder,
-            severity: Severity::Error,
-            containers: vec![name.into()],
-            message: String::new(),
-            evidence: vec![],
         };
         Work::Apply(Outgoing {
             update: Update {
@@ -257,13 +251,8 @@ mod tests {
                     workload: None,
                 },
                 status: ReportStatus::new(report, None),
-                increments: Increments {
-                    violations: vec![v; violations],
-                    ..Default::default()
-                },
             },
             seen_at,
-            from_standby: false,
         })
     }
 
@@ -286,21 +275,15 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_status_wins_violations_accumulate_the_earliest_seen_stays() {
+    fn the_newest_status_wins_the_earliest_seen_stays() {
         let t0 = Instant::now();
         let mut q = Queue::new(8, MS, MS);
         q.push(apply("a", Verdict::Pending, 1, t0));
-        let Work::Apply(mut second) = apply("a", Verdict::Violated, 2, t0 + MS) else {
-            unreachable!()
-        };
-        second.from_standby = true;
-        q.push(Work::Apply(second));
+        q.push(apply("a", Verdict::Violated, 2, t0 + MS));
         assert_eq!(q.pending(), 1);
         let o = outgoing(q.next_ready(t0).unwrap());
         assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
-        assert_eq!(o.update.increments.violations.len(), 3);
         assert_eq!(o.seen_at, t0);
-        assert!(o.from_standby);
         assert!(q.next_ready(t0).is_none());
     }
 
@@ -386,7 +369,6 @@ mod tests {
         assert!(q.next_ready(t0 + MS * 500).is_none());
         let o = outgoing(q.next_ready(t0 + Duration::from_secs(1)).unwrap());
         assert_eq!(o.update.status.report.shutdown, Verdict::Verified);
-        assert_eq!(o.update.increments.violations.len(), 2);
         assert_eq!(o.seen_at, t0);
     }
 
@@ -400,7 +382,6 @@ mod tests {
         q.done(&key("a"), Outcome::Retry(w), t0);
         let o = outgoing(q.next_ready(t0 + MS).unwrap());
         assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
-        assert_eq!(o.update.increments.violations.len(), 2);
         // A delete that came meanwhile wins over the failed apply.
         q.push(delete("a"));
         q.done(&key("a"), Outcome::Retry(Work::Apply(o)), t0);

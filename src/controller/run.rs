@@ -1,9 +1,10 @@
 //! `sidecar-order run`: wires the watches, the store, the metrics, the
 //! writer, the lease and the HTTP endpoints together.
 
+use crate::controller::ledger::Ledger;
 use crate::controller::metrics::Metrics;
 use crate::controller::store::{Store, Update};
-use crate::controller::writer::{self, Outgoing, ReportWriter, Work, WriterConfig};
+use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
 use futures::{Stream, StreamExt, stream};
@@ -137,7 +138,7 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
 /// promises (one warning) and watches no nodes.
 async fn preload_nodes(client: &Client, store: &mut Store) -> bool {
     let api: Api<Node> = Api::all(client.clone());
-    let mut lp = ListParams::default().limit(PRELOAD_PAGE);
+    let mut lp = ListParams::default().limit(writer::LIST_PAGE);
     loop {
         match api.list(&lp).await {
             Ok(page) => {
@@ -219,42 +220,35 @@ async fn lease(client: &Client, s: &Settings) -> Result<Leadership, RunError> {
 }
 
 /// Reports stored in the watched namespaces, listed a page at a time: what
-/// earlier runs recorded, so nothing is counted or written twice. Only each
-/// report's ledger is kept.
-async fn preload(client: &Client, s: &Settings, store: &mut Store) -> Result<usize, RunError> {
-    let apis: Vec<Api<SidecarOrderReport>> = if s.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        s.namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
-    let mut loaded = 0;
-    for api in apis {
-        let mut lp = ListParams::default().limit(PRELOAD_PAGE);
-        loop {
-            let page = api.list(&lp).await.map_err(RunError::Preload)?;
-            for r in page.items {
-                let (Some(ns), Some(name)) = (r.metadata.namespace, r.metadata.name) else {
-                    continue;
-                };
-                loaded += 1;
-                match r.status {
-                    Some(status) => store.preload(&ns, &name, r.spec, status),
-                    None => {
-                        let created = r.metadata.creation_timestamp.map_or(0, |t| t.0.as_second());
-                        store.preload_empty(&ns, &name, created)
-                    }
-                }
+/// earlier runs recorded. The store keeps each one's decided checks (so a
+/// verdict never goes back) and the writer's ledger what it counted (so
+/// nothing is counted or written twice).
+async fn preload(client: &Client, s: &Settings, store: &mut Store) -> Result<Ledger, RunError> {
+    let mut ledger = Ledger::default();
+    let loaded = writer::list_reports(client, &s.namespaces, |r| {
+        let (Some(ns), Some(name)) = (r.metadata.namespace.as_deref(), r.metadata.name.as_deref())
+        else {
+            return;
+        };
+        match &r.status {
+            Some(status) => {
+                ledger.seed(ns, name, &r.spec, status);
+                store.preload(ns, name, &r.spec, status);
             }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => lp = lp.continue_token(&token),
-                None => break,
+            None => {
+                let created = r
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_second());
+                store.preload_empty(ns, name, created)
             }
         }
-    }
-    Ok(loaded)
+    })
+    .await
+    .map_err(RunError::Preload)?;
+    tracing::info!(reports = loaded, "loaded existing reports");
+    Ok(ledger)
 }
 
 /// The Events watched: about pods, without the reasons no rule reads that
@@ -268,9 +262,6 @@ pub const EVENT_SELECTOR: &str =
 /// How often expired reports are deleted.
 const GC_EVERY: Duration = Duration::from_secs(60);
 
-/// Reports per page of the start-up list.
-const PRELOAD_PAGE: u32 = 500;
-
 pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Result<(), RunError> {
     let client = client_result.map_err(RunError::Client)?;
     ensure_crd(&client).await?;
@@ -281,16 +272,17 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let mut store = Store::new(Config {
         outlive_secs: s.outlive_secs,
     });
-    let loaded = preload(&client, &s, &mut store).await?;
-    tracing::info!(reports = loaded, "loaded existing reports");
+    let ledger = preload(&client, &s, &mut store).await?;
 
     let Leadership {
         rx: mut leader,
         task: lease_task,
         _fixed,
     } = lease(&client, &s).await?;
-    let (tx, rx) = mpsc::channel::<Work>(1024);
-    let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()));
+    let (tx, rx) = mpsc::channel::<Msg>(1024);
+    let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
+        .with_ledger(ledger)
+        .with_namespaces(s.namespaces.clone());
     let writer_task = tokio::spawn(writer::run(
         writer,
         rx,
@@ -310,6 +302,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         .map_err(|e| RunError::Lease(e.to_string()))?;
     metrics.leader.set(i64::from(*leader.borrow()));
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + GC_EVERY, GC_EVERY);
+    // A lease taken over while the watches have not synced yet: the
+    // takeover waits for the index to be complete.
+    let mut was_leader = *leader.borrow();
+    let mut takeover_due = false;
     loop {
         // Work other than report updates: closing and deleting reports.
         let mut other: Vec<Work> = Vec::new();
@@ -377,6 +373,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 let l = *leader.borrow();
                 metrics.leader.set(i64::from(l));
                 tracing::info!(leader = l, "leadership changed");
+                takeover_due = l && !was_leader;
+                was_leader = l;
                 Vec::new()
             }
             _ = term.recv() => { tracing::info!("SIGTERM: flushing pending writes"); break }
@@ -386,22 +384,35 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
         }
         let is_leader = *leader.borrow();
-        let seen_at = arrived;
+        if takeover_due && is_leader && ready.load(Ordering::Relaxed) {
+            takeover_due = false;
+            let current = store.current(now());
+            tracing::info!(
+                reports = current.len(),
+                "took the lease over: reconciling with the stored reports"
+            );
+            if tx.send(Msg::Takeover(current)).await.is_err() {
+                break;
+            }
+        }
+        // A standby sends nothing: the leader writes, and a takeover
+        // starts from the index, not from a queue.
+        if !is_leader || takeover_due {
+            metrics.tracked_pods.set(store.tracked_pods() as i64);
+            metrics.set_verdicts(store.verdict_counts());
+            continue;
+        }
         for work in other {
-            if tx.send(work).await.is_err() {
+            if tx.send(Msg::Work(work)).await.is_err() {
                 break;
             }
         }
         for update in updates {
-            if is_leader {
-                metrics.count(&update);
-            }
             let out = Outgoing {
                 update,
-                seen_at,
-                from_standby: !is_leader,
+                seen_at: arrived,
             };
-            if tx.send(Work::Apply(out)).await.is_err() {
+            if tx.send(Msg::Work(Work::Apply(out))).await.is_err() {
                 break;
             }
         }

@@ -2,14 +2,14 @@
 //!
 //! Sans-IO like the engine: it takes decoded watch events and the caller's
 //! clock, keeps a compact projection per pod that has native sidecars, judges
-//! it, and returns what changed. Metric increments are computed against the
-//! pod's ledger (`ledger::Digest`), seeded from the stored report after a
-//! restart, so nothing is counted twice. Every cost here is per pod touched:
+//! it, and returns the reports that changed. What they add to the metrics
+//! is the writer's to count, against the stored reports (`ledger`), once
+//! the write succeeded. Every cost here is per pod touched:
 //! the verdict gauges are kept incrementally and garbage collection reads
 //! the index of reports whose pod is gone (`gc::Gone`), never a list.
 
 use crate::controller::gc::{Gone, ReportRef};
-use crate::controller::ledger::{Digest, secs_of};
+use crate::controller::ledger::{secs_of, status_hash};
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::engine::history::{History, MAX_EVENTS};
 use crate::judge::{Config, Decided, judge_history};
@@ -18,9 +18,13 @@ use crate::observe::{EventFit, event_fact, has_native_sidecar, kubelet_version_o
 use crate::report::Verdict;
 use crate::time::rfc3339;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-pub use super::ledger::Increments;
+/// How long the final report of a pod that ended is kept: a replica that
+/// takes the lease over writes it if the old leader did not.
+pub const RECENT_FINAL_SECS: i64 = 60;
+/// At most this many such final reports are kept.
+pub const MAX_RECENT_FINAL: usize = 4096;
 
 /// Distinct event objects kept per pod; more are dropped and reported as a gap.
 pub const MAX_EVENTS_PER_POD: usize = MAX_EVENTS;
@@ -29,7 +33,7 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 
 pub use super::workload::Workload;
 
-/// A report to write, with the increments it carries.
+/// A report to write.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Update {
     pub namespace: String,
@@ -39,7 +43,6 @@ pub struct Update {
     pub workload: Workload,
     pub spec: ReportSpec,
     pub status: ReportStatus,
-    pub increments: Increments,
 }
 
 struct Tracked {
@@ -49,7 +52,8 @@ struct Tracked {
     /// stored one after a restart): what later judgements keep.
     decided: Option<Decided>,
     workload: Workload,
-    digest: Digest,
+    /// The hash of the last status returned: an unchanged one is not.
+    last_hash: u64,
     ended_at: Option<i64>,
     verdicts: (Verdict, Verdict),
     /// The pod's node, an index into `Nodes` (None: not scheduled yet).
@@ -84,7 +88,7 @@ impl Nodes {
 struct Preloaded {
     namespace: String,
     name: String,
-    digest: Digest,
+    status_hash: u64,
     decided: Decided,
     ended_at: Option<i64>,
 }
@@ -121,6 +125,8 @@ pub struct Store {
     /// Reports whose pod is gone, by when it ended: what GC may delete.
     gone: Gone,
     nodes: Nodes,
+    /// Final reports of pods that ended in the last `RECENT_FINAL_SECS`.
+    recent: VecDeque<(i64, Update)>,
 }
 
 impl Store {
@@ -135,6 +141,38 @@ impl Store {
             verdicts: HashMap::new(),
             gone: Gone::default(),
             nodes: Nodes::default(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Every tracked pod's report as judged now, and the final reports of
+    /// the pods that ended lately: what a replica that just took the lease
+    /// over compares with the stored reports.
+    pub fn current(&mut self, now: i64) -> Vec<Update> {
+        self.prune_recent(now);
+        let cfg = self.cfg;
+        let verdicts = &mut self.verdicts;
+        let mut out: Vec<Update> = self
+            .pods
+            .values_mut()
+            .map(|t| {
+                let u = report_of(&cfg, verdicts, t);
+                t.last_hash = status_hash(&u.spec, &u.status);
+                u
+            })
+            .collect();
+        out.extend(self.recent.iter().map(|(_, u)| u.clone()));
+        out
+    }
+
+    fn prune_recent(&mut self, now: i64) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now - at > RECENT_FINAL_SECS)
+            || self.recent.len() > MAX_RECENT_FINAL
+        {
+            self.recent.pop_front();
         }
     }
 
@@ -180,13 +218,19 @@ impl Store {
     /// Remembers a report that exists already (before the first pod list), so
     /// its counts are not counted again and an unchanged status is not
     /// rewritten. Only its ledger is kept, not the report.
-    pub fn preload(&mut self, namespace: &str, name: &str, spec: ReportSpec, status: ReportStatus) {
+    pub fn preload(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: &ReportSpec,
+        status: &ReportStatus,
+    ) {
         self.preloaded.insert(
             spec.pod_uid.clone(),
             Preloaded {
                 namespace: namespace.into(),
                 name: name.into(),
-                digest: Digest::from_status(&spec, &status),
+                status_hash: status_hash(spec, status),
                 decided: Decided::of(&status.report),
                 ended_at: secs_of(&status.pod_ended_at),
             },
@@ -293,9 +337,9 @@ impl Store {
                 }
             }
             None => {
-                let (digest, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
-                    Some(p) => (p.digest, p.ended_at, Some(p.decided)),
-                    None => (Digest::default(), None, None),
+                let (last_hash, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
+                    Some(p) => (p.status_hash, p.ended_at, Some(p.decided)),
+                    None => (0, None, None),
                 };
                 // Tracked again (a relist missed it): its report is no longer GC's.
                 self.gone.remove(&ReportRef {
@@ -306,7 +350,7 @@ impl Store {
                     history: History::new(facts),
                     decided,
                     workload: Workload::of(pod),
-                    digest,
+                    last_hash,
                     ended_at,
                     verdicts: (Verdict::Pending, Verdict::Pending),
                     node,
@@ -424,7 +468,11 @@ impl Store {
     fn finish(&mut self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
         t.history.pod.gone = true;
         let ended = *t.ended_at.get_or_insert(now);
-        let out = judge_tracked(&self.cfg, &mut self.verdicts, &mut t);
+        let last = report_of(&self.cfg, &mut self.verdicts, &mut t);
+        let hash = status_hash(&last.spec, &last.status);
+        let out = (hash != t.last_hash).then(|| last.clone());
+        self.recent.push_back((now, last));
+        self.prune_recent(now);
         if let Some(n) = self.verdicts.get_mut(&t.verdicts) {
             *n -= 1;
         }
@@ -468,6 +516,21 @@ fn judge_tracked(
     verdicts: &mut HashMap<(Verdict, Verdict), i64>,
     t: &mut Tracked,
 ) -> Option<Update> {
+    let u = report_of(cfg, verdicts, t);
+    let hash = status_hash(&u.spec, &u.status);
+    if hash == t.last_hash {
+        return None;
+    }
+    t.last_hash = hash;
+    Some(u)
+}
+
+/// Judges a tracked pod: its report as of now.
+fn report_of(
+    cfg: &Config,
+    verdicts: &mut HashMap<(Verdict, Verdict), i64>,
+    t: &mut Tracked,
+) -> Update {
     let report = judge_history(&t.history, cfg, t.decided.as_ref());
     t.decided = Some(Decided::of(&report));
     let now = (report.startup, report.shutdown);
@@ -484,8 +547,7 @@ fn judge_tracked(
         workload: t.workload.display(),
     };
     let status = ReportStatus::new(report, t.ended_at.map(rfc3339)).with_kubelet(t.history.kubelet);
-    let increments = t.digest.record(&spec, &status)?;
-    Some(Update {
+    Update {
         namespace: t.history.pod.namespace.clone(),
         report_name: report_name(&t.history.pod.name, &t.history.pod.uid),
         pod_name: t.history.pod.name.clone(),
@@ -493,8 +555,7 @@ fn judge_tracked(
         workload: t.workload.clone(),
         spec,
         status,
-        increments,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -677,7 +738,7 @@ mod tests {
         // Reports an earlier run wrote for both pods.
         let mut earlier = Store::new(Config::default());
         for u in [earlier.pod_applied(&a, 5), earlier.pod_applied(&b, 5)].concat() {
-            s.preload(&u.namespace, &u.report_name, u.spec, u.status);
+            s.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
         }
         // Both watches list at once (as at start-up): a's list ends first.
         s.pods_resync_start(Some("a"));

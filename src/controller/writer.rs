@@ -1,13 +1,17 @@
 //! Writes reports (server-side apply, one field manager), records a Warning
 //! Event on the pod for each new violation, and deletes the reports the
-//! store lets go. Only the holder of the lease writes; the others keep the
-//! newest work per report and write it if they become the leader.
+//! store lets go. Only the holder of the lease writes, and keeps work; a
+//! standby keeps nothing. The stored reports are the ledger (`Ledger`): a
+//! write counts what its status adds to the stored one, after it succeeded;
+//! a replica that takes the lease over reads every stored report again
+//! (`Msg::Takeover`) and writes only what differs from its own index.
 //!
 //! The task never makes its input wait: it always takes what arrives into
 //! the `queue` (newest work per report), and writes from there, several
 //! reports at once, each call under a timeout, each report retried on its
 //! own backoff.
 
+use crate::controller::ledger::{Increments, Ledger};
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Key, Outcome, Queue};
 use crate::controller::store::Update;
@@ -15,7 +19,8 @@ use crate::crd::{FIELD_MANAGER, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::json;
@@ -132,8 +137,10 @@ pub struct ReportWriter {
     recorder: Recorder,
     metrics: Metrics,
     call_timeout: Duration,
-    /// Reports whose spec this process applied.
-    spec_written: Mutex<HashSet<Key>>,
+    /// What the stored reports hold.
+    ledger: Mutex<Ledger>,
+    /// The namespaces whose reports are this controller's (empty: all).
+    namespaces: Vec<String>,
 }
 
 impl ReportWriter {
@@ -147,8 +154,22 @@ impl ReportWriter {
             client,
             metrics,
             call_timeout: WriterConfig::default().call_timeout,
-            spec_written: Mutex::new(HashSet::new()),
+            ledger: Mutex::new(Ledger::default()),
+            namespaces: Vec::new(),
         }
+    }
+
+    /// Starts from what the stored reports hold (read at start-up).
+    pub fn with_ledger(self, ledger: Ledger) -> Self {
+        ReportWriter {
+            ledger: Mutex::new(ledger),
+            ..self
+        }
+    }
+
+    /// Limits the reports read on a takeover to these namespaces.
+    pub fn with_namespaces(self, namespaces: Vec<String>) -> Self {
+        ReportWriter { namespaces, ..self }
     }
 
     /// One API call under the call timeout.
@@ -176,19 +197,21 @@ impl ReportWriter {
         }
     }
 
-    fn spec_written(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
-        self.spec_written.lock().unwrap_or_else(|e| e.into_inner())
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Server-side applies the report's spec (once) and status.
-    pub async fn apply_report(&self, u: &Update) -> Result<(), WriteError> {
+    /// Server-side applies the report's spec (when it is not known to
+    /// exist, or `recreate`) and status; once stored, what the status adds
+    /// to the ledger (the increments to count and announce).
+    pub async fn apply_report(&self, u: &Update, recreate: bool) -> Result<Increments, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let key = (u.namespace.clone(), u.report_name.clone());
         let api_version = SidecarOrderReport::api_version(&());
         let kind = SidecarOrderReport::kind(&());
-        if !self.spec_written().contains(&key) {
+        if recreate || !self.ledger().contains(&key) {
             let obj = json!({
                 "apiVersion": api_version,
                 "kind": kind,
@@ -201,7 +224,6 @@ impl ReportWriter {
             let patch = Patch::Apply(&obj);
             self.call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
                 .await?;
-            self.spec_written().insert(key);
         }
         let status = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
         let patch = Patch::Apply(&status);
@@ -212,34 +234,16 @@ impl ReportWriter {
             api.patch_status(name, &pp, &patch),
         )
         .await?;
-        Ok(())
+        Ok(self.ledger().record(&key, &u.spec, &u.status))
     }
 
-    /// Drops the violations the stored report already lists: whoever wrote
-    /// it (the leader, while this replica was standby) announced them.
-    pub async fn drop_announced(&self, u: &mut Update) -> Result<(), WriteError> {
-        if u.increments.violations.is_empty() {
-            return Ok(());
-        }
-        let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
-        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
-        let stored = self.call(Call::Get, ns, name, api.get_opt(name)).await?;
-        if let Some(status) = stored.and_then(|r| r.status) {
-            let known = &status.report.violations;
-            u.increments.violations.retain(|v| {
-                !known
-                    .iter()
-                    .any(|k| k.rule == v.rule && k.containers == v.containers)
-            });
-        }
-        Ok(())
-    }
-
-    /// A Warning Event on the pod for each violation found for the first time.
-    pub async fn record_violations(&self, u: &Update) -> Result<(), WriteError> {
-        if u.status.pod_ended_at.is_some() && u.increments.violations.is_empty() {
-            return Ok(());
-        }
+    /// A Warning Event on the pod for each violation its report shows for
+    /// the first time.
+    pub async fn record_violations(
+        &self,
+        u: &Update,
+        violations: &[crate::report::Violation],
+    ) -> Result<(), WriteError> {
         let pod = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -248,7 +252,7 @@ impl ReportWriter {
             uid: Some(u.pod_uid.clone()),
             ..Default::default()
         };
-        for v in &u.increments.violations {
+        for v in violations {
             let ev = KEvent {
                 type_: EventType::Warning,
                 reason: EVENT_REASON.into(),
@@ -273,13 +277,14 @@ impl ReportWriter {
     async fn close_report(&self, ns: &str, name: &str, at: i64) -> Result<bool, WriteError> {
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let stored = self.call(Call::Get, ns, name, api.get_opt(name)).await?;
-        let Some(mut status) = stored.and_then(|r| r.status) else {
+        let Some((stored_spec, mut status)) = stored.and_then(|r| Some((r.spec, r.status?))) else {
             return Ok(false);
         };
         if status.pod_ended_at.is_some() {
             return Ok(false);
         }
         close_unseen(&mut status, at);
+        let spec = stored_spec.clone();
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let body = json!({
             "apiVersion": SidecarOrderReport::api_version(&()),
@@ -293,6 +298,7 @@ impl ReportWriter {
             api.patch_status(name, &pp, &Patch::Apply(&body)),
         )
         .await?;
+        self.ledger().seed(ns, name, &spec, &status);
         Ok(true)
     }
 
@@ -318,11 +324,11 @@ impl ReportWriter {
     /// Does one piece of work; says whether to try it again.
     async fn execute(&self, work: Work) -> Outcome {
         let key = work.key();
-        let mut o = match work {
+        let o = match work {
             Work::Delete { namespace, name } => {
                 return match self.delete_report(&namespace, &name).await {
                     Ok(()) => {
-                        self.spec_written().remove(&key);
+                        self.ledger().forget(&key);
                         self.count("deleted");
                         Outcome::Done
                     }
@@ -356,35 +362,32 @@ impl ReportWriter {
             }
             Work::Apply(o) => o,
         };
-        if o.from_standby {
-            if let Err(e) = self.drop_announced(&mut o.update).await {
-                return self.failed(e, Work::Apply(o));
-            }
-            o.from_standby = false;
+        let u = &o.update;
+        if self.ledger().holds(&key, &u.spec, &u.status) {
+            // The API server holds this status already: nothing to write.
+            return Outcome::Done;
         }
-        let ended = o.update.status.pod_ended_at.is_some();
-        let result = match self.apply_report(&o.update).await {
-            Ok(()) => "written",
+        let ended = u.status.pod_ended_at.is_some();
+        let (result, inc) = match self.apply_report(u, false).await {
+            Ok(inc) => ("written", inc),
             // Deleted behind our back: create it again, unless nothing
             // more will ever be written to it.
             Err(e) if e.not_found(Call::ApplyStatus) && !ended => {
-                self.spec_written().remove(&key);
-                if let Err(e) = self.apply_report(&o.update).await {
-                    return self.failed(e, Work::Apply(o));
+                match self.apply_report(u, true).await {
+                    Ok(inc) => ("recreated", inc),
+                    Err(e) => return self.failed(e, Work::Apply(o)),
                 }
-                "recreated"
             }
             Err(e) => return self.failed(e, Work::Apply(o)),
         };
+        // Stored: now, and only now, it counts.
+        self.metrics.count(u, &inc);
         self.count(result);
         self.metrics
             .report_latency
             .observe(o.seen_at.elapsed().as_secs_f64());
-        if ended {
-            self.spec_written().remove(&key);
-        }
         // A failed pod Event is counted, not retried: the report lists it.
-        if let Err(e) = self.record_violations(&o.update).await {
+        if let Err(e) = self.record_violations(u, &inc.violations).await {
             self.count("event_error");
             tracing::warn!(error = %e, "recording a violation Event failed");
         }
@@ -397,7 +400,6 @@ impl ReportWriter {
         self.count(result);
         match result {
             "not_found_dropped" | "rejected" => {
-                self.spec_written().remove(&work.key());
                 if result == "rejected" {
                     tracing::warn!(error = %e, "the API server rejected a report; giving up on it");
                 } else {
@@ -413,13 +415,116 @@ impl ReportWriter {
     }
 }
 
-/// The writer task: takes work from `rx` at once, keeps the newest per
-/// report, and writes it while `leader` is true. When `rx` closes, it
-/// flushes what is pending for at most `cfg.flush_timeout`; when the
-/// leader's sender is dropped, it stops at once.
+/// What the watch loop sends the writer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Msg {
+    Work(Work),
+    /// This replica just took the lease over: every tracked pod's report
+    /// as judged now (and the final ones of pods that ended lately). The
+    /// writer reads the stored reports again, writes what differs, and
+    /// closes stored live reports of pods it does not know.
+    Takeover(Vec<Update>),
+}
+
+/// Every stored report of `namespaces` (empty: all), a page at a time.
+pub async fn list_reports(
+    client: &Client,
+    namespaces: &[String],
+    mut each: impl FnMut(SidecarOrderReport),
+) -> Result<usize, kube::Error> {
+    let apis: Vec<Api<SidecarOrderReport>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut n = 0;
+    for api in apis {
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = api.list(&lp).await?;
+            for r in page.items {
+                n += 1;
+                each(r);
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Reports per page when the stored reports are read.
+pub const LIST_PAGE: u32 = 500;
+
+/// The ledger of the stored reports, read again (a takeover).
+async fn read_ledger(client: Client, namespaces: Vec<String>) -> Result<Ledger, kube::Error> {
+    let mut ledger = Ledger::default();
+    list_reports(&client, &namespaces, |r| {
+        if let (Some(ns), Some(name), Some(status)) = (
+            r.metadata.namespace.as_deref(),
+            r.metadata.name.as_deref(),
+            r.status.as_ref(),
+        ) {
+            ledger.seed(ns, name, &r.spec, status);
+        }
+    })
+    .await?;
+    Ok(ledger)
+}
+
+/// What a takeover queues once the stored reports are read: the reports
+/// that differ from the stored ones, and a close for every stored live
+/// report whose pod this replica does not know.
+fn takeover_work(ledger: &Ledger, reports: Vec<Update>, now: Instant, at: i64) -> Vec<Work> {
+    let known: HashSet<Key> = reports
+        .iter()
+        .map(|u| (u.namespace.clone(), u.report_name.clone()))
+        .collect();
+    let mut out: Vec<Work> = ledger
+        .live()
+        .filter(|k| !known.contains(*k))
+        .map(|(namespace, name)| Work::Close {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            at,
+        })
+        .collect();
+    out.extend(
+        reports
+            .into_iter()
+            .filter(|u| {
+                !ledger.holds(
+                    &(u.namespace.clone(), u.report_name.clone()),
+                    &u.spec,
+                    &u.status,
+                )
+            })
+            .map(|update| {
+                Work::Apply(Outgoing {
+                    update,
+                    seen_at: now.into_std(),
+                })
+            }),
+    );
+    out
+}
+
+type Seeding = tokio::task::JoinHandle<Result<Ledger, kube::Error>>;
+
+/// The writer task: takes messages from `rx` at once, keeps the newest
+/// work per report while it leads (a standby keeps none), and writes it.
+/// After a takeover it writes nothing until the stored reports are read.
+/// When `rx` closes, it flushes what is pending for at most
+/// `cfg.flush_timeout`; when the leader's sender is dropped, it stops.
 pub async fn run(
     mut writer: ReportWriter,
-    mut rx: mpsc::Receiver<Work>,
+    mut rx: mpsc::Receiver<Msg>,
     mut leader: watch::Receiver<bool>,
     cfg: WriterConfig,
 ) {
@@ -428,9 +533,22 @@ pub async fn run(
     let mut queue = Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max);
     let mut in_flight = FuturesUnordered::new();
     let mut flush_until: Option<Instant> = None;
+    // The ledger given at start is current when this replica leads from
+    // the start; otherwise a takeover reads it again.
+    let mut seeded = *leader.borrow();
+    let mut seeding: Option<Seeding> = None;
+    let mut takeover: Option<Vec<Update>> = None;
+    let mut was_leader = seeded;
     loop {
         let is_leader = *leader.borrow();
-        if is_leader {
+        if was_leader && !is_leader {
+            // Lost the lease: what is pending is the new leader's.
+            queue.clear_pending();
+            seeded = false;
+            tracing::info!("lease lost: pending writes dropped");
+        }
+        was_leader = is_leader;
+        if is_leader && seeded {
             while let Some(work) = queue.next_ready(Instant::now().into_std()) {
                 let w = writer.clone();
                 in_flight.push(async move {
@@ -440,9 +558,8 @@ pub async fn run(
             }
         }
         if let Some(until) = flush_until
-            && (queue.is_empty() || !is_leader || Instant::now() >= until)
+            && (queue.is_empty() || !is_leader || !seeded || Instant::now() >= until)
         {
-            // A standby's pending work is the new leader's to write.
             if is_leader && !queue.is_empty() {
                 tracing::warn!(
                     unwritten = queue.pending() + queue.in_flight(),
@@ -454,14 +571,48 @@ pub async fn run(
         let wake = queue.next_wake().map(Instant::from_std);
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
-            work = rx.recv(), if flush_until.is_none() => match work {
-                Some(work) => queue.push(work),
+            msg = rx.recv(), if flush_until.is_none() => match msg {
+                Some(Msg::Work(work)) => {
+                    if *leader.borrow() {
+                        queue.push(work);
+                    }
+                }
+                Some(Msg::Takeover(reports)) => {
+                    queue.clear_pending();
+                    seeded = false;
+                    takeover = Some(reports);
+                    if let Some(old) = seeding.take() {
+                        old.abort();
+                    }
+                    seeding = Some(tokio::spawn(read_ledger(writer.client.clone(), writer.namespaces.clone())));
+                }
                 None => flush_until = Some(Instant::now() + cfg.flush_timeout),
             },
+            read = async { seeding.as_mut().expect("guarded").await }, if seeding.is_some() => {
+                seeding = None;
+                match read {
+                    Ok(Ok(ledger)) => {
+                        let now = Instant::now();
+                        let work = takeover_work(&ledger, takeover.take().unwrap_or_default(), now, Timestamp::now().as_second());
+                        tracing::info!(stored = ledger.len(), to_write = work.len(), "took over: stored reports read");
+                        *writer.ledger() = ledger;
+                        for w in work {
+                            queue.push(w);
+                        }
+                        seeded = true;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the stored reports after a takeover failed; retrying");
+                        tokio::time::sleep(cfg.backoff_min.max(Duration::from_millis(500))).await;
+                        seeding = Some(tokio::spawn(read_ledger(writer.client.clone(), writer.namespaces.clone())));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reading the stored reports was cancelled"),
+                }
+            }
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 queue.done(&key, outcome, Instant::now().into_std());
             }
-            _ = tokio::time::sleep_until(wake.unwrap_or(far)), if is_leader && wake.is_some() => {}
+            _ = tokio::time::sleep_until(wake.unwrap_or(far)), if is_leader && seeded && wake.is_some() => {}
             _ = tokio::time::sleep_until(flush_until.unwrap_or(far)), if flush_until.is_some() => {}
             changed = leader.changed() => {
                 if changed.is_err() {
