@@ -25,11 +25,17 @@ use sidecar_order::report::{Outcome, Rule, Severity, Verdict};
 use std::time::{Duration, Instant};
 use support::*;
 
-const FILE1: &str = include_str!("../examples/01-sidecar.yaml");
-const FILE2: &str = include_str!("../examples/02-order.yaml");
+// The pods of the promises `sidecar-order conformance` checks come from its
+// catalogue (src/conformance/catalogue.rs), so the two never drift; these
+// tests add what the controller makes of them (reports, metrics, Events).
+use sidecar_order::conformance::catalogue;
+
 const FILE3: &str = include_str!("../examples/03-exit.yaml");
-const FILE4: &str = include_str!("../examples/04-liveness-fail.yaml");
-const FILE5: &str = include_str!("../examples/05-readiness-fail.yaml");
+
+/// A catalogue entry's pod (YAML), with the local cluster's image.
+fn probe(entry: &catalogue::Entry, name: &str) -> String {
+    entry.yaml(name, IMAGE)
+}
 
 fn name_of(yaml: &str) -> String {
     let pod: k8s_openapi::api::core::v1::Pod =
@@ -100,20 +106,22 @@ spec:
 
 // ------------------------------------------------------------------ 1
 
-/// File 1: startup Verified, pod Running and Ready, and `kubectl get sor`
-/// prints the report with the CRD's columns.
+/// Catalogue `apps-after-sidecars` (the article's File 1 with two sidecars):
+/// startup Verified, pod Running and Ready, and `kubectl get sor` prints the
+/// report with the CRD's columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn t01_file1_sidecar_startup_verified_and_kubectl_columns() {
-    run("t01-file1", |ctx| async move {
-        let (name, pod_uid, s) = ctx.start_verified(FILE1).await?;
+async fn t01_apps_after_sidecars_startup_verified_and_kubectl_columns() {
+    run("t01-apps-after", |ctx| async move {
+        let yaml = probe(&catalogue::APPS_AFTER_SIDECARS, "sidecar-container-example");
+        let (name, pod_uid, s) = ctx.start_verified(&yaml).await?;
         ensure!(
             s.report.shutdown == Verdict::Pending,
             "shutdown of a running pod is {:?}, want Pending",
             s.report.shutdown
         );
         ensure!(
-            s.report.sidecars == 1,
-            "sidecars = {}, want 1",
+            s.report.sidecars == 2,
+            "sidecars = {}, want 2",
             s.report.sidecars
         );
         ensure!(
@@ -176,7 +184,7 @@ async fn t01_file1_sidecar_startup_verified_and_kubectl_columns() {
         let expect = [
             report_name.as_str(),
             name.as_str(),
-            "1",
+            "2",
             "Verified",
             "Pending",
             "0",
@@ -218,13 +226,15 @@ async fn t01_file1_sidecar_startup_verified_and_kubectl_columns() {
 
 // ------------------------------------------------------------------ 2
 
-/// File 2: two sidecars trapping SIGTERM for 3 s. After deletion the report
+/// Catalogue `stop-order` (the article's File 2): two sidecars trapping
+/// SIGTERM for 3 s. After deletion the report
 /// survives the pod with shutdown Verified, and the containers finished app,
 /// then second-sidecar, then first-sidecar, about 3 s apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t02_file2_stop_order_survives_the_pod() {
     run("t02-file2", |ctx| async move {
-        let (name, pod_uid, s) = ctx.start_verified(FILE2).await?;
+        let yaml = probe(&catalogue::STOP_ORDER, "sidecar-container-order-example");
+        let (name, pod_uid, s) = ctx.start_verified(&yaml).await?;
         ensure!(s.report.sidecars == 2, "sidecars = {}, want 2", s.report.sidecars);
         let first = started_at(&s, "first-sidecar")?;
         let second = started_at(&s, "second-sidecar")?;
@@ -307,12 +317,17 @@ async fn t03_file3_pod_completes_shutdown_verified() {
 
 // ------------------------------------------------------------------ 4
 
-/// File 4 (failing liveness, period 3 s, threshold 2): liveness failures and
+/// Catalogue `liveness-restarts-sidecar` (the article's File 4: failing
+/// liveness, period 3 s, threshold 2; grace 2 s): liveness failures and
 /// sidecar restarts in the report and in the controller's /metrics; no Error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t04_file4_liveness_failures_restart_the_sidecar() {
     run("t04-file4", |ctx| async move {
-        let pod = ctx.create_pod(FILE4).await?;
+        let yaml = probe(
+            &catalogue::LIVENESS_RESTARTS_SIDECAR,
+            "sidecar-container-liveness-fail-example",
+        );
+        let pod = ctx.create_pod(&yaml).await?;
         let pod_uid = uid(&pod.metadata);
         let (_, s) = ctx
             .wait_report(
@@ -396,13 +411,18 @@ async fn t04_file4_liveness_failures_restart_the_sidecar() {
 
 // ------------------------------------------------------------------ 5
 
-/// File 5 (failing readiness): readiness failures recorded, the pod is never
-/// Ready, startup Verified and no Error violation.
+/// Catalogue `readiness-keeps-pod-not-ready` (the article's File 5: failing
+/// readiness): readiness failures recorded, the pod is never Ready, startup
+/// Verified and no Error violation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t05_file5_readiness_failures_pod_not_ready() {
     run("t05-file5", |ctx| async move {
-        let name = name_of(FILE5);
-        let pod = ctx.create_pod(FILE5).await?;
+        let yaml = probe(
+            &catalogue::READINESS_KEEPS_POD_NOT_READY,
+            "sidecar-container-readiness-fail-example",
+        );
+        let name = name_of(&yaml);
+        let pod = ctx.create_pod(&yaml).await?;
         let pod_uid = uid(&pod.metadata);
         let (_, s) = ctx
             .wait_report(
@@ -449,37 +469,14 @@ async fn t05_file5_readiness_failures_pod_not_ready() {
 
 // ------------------------------------------------------------------ 6
 
-const STARTUP_PROBE: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: startup-probe-sidecar
-spec:
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: app
-    image: localhost/busybox:1
-    imagePullPolicy: IfNotPresent
-    command: ["sleep", "infinity"]
-  initContainers:
-  - name: sidecar
-    image: localhost/busybox:1
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "sleep 4; touch /tmp/ok; sleep infinity"]
-    startupProbe:
-      exec:
-        command: ["test", "-f", "/tmp/ok"]
-      periodSeconds: 1
-      failureThreshold: 30
-"#;
-
-/// A sidecar whose startupProbe passes after ~4 s: the app starts only after
-/// it, and the app-started-before-sidecar checks say Verified.
+/// Catalogue `startup-probe-gate`: a sidecar whose startupProbe passes after
+/// ~4 s: the app starts only after it, and the app-started-before-sidecar
+/// checks say Verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t06_startup_probe_gates_the_app() {
     run("t06-startup-probe", |ctx| async move {
-        let pod = ctx.create_pod(STARTUP_PROBE).await?;
+        let yaml = probe(&catalogue::STARTUP_PROBE_GATE, "startup-probe-sidecar");
+        let pod = ctx.create_pod(&yaml).await?;
         let pod_uid = uid(&pod.metadata);
         let p = ctx.wait_ready("startup-probe-sidecar").await?;
         let sidecar_start = running_since(&p, "sidecar").ok_or("no sidecar start time")?;
@@ -513,37 +510,14 @@ async fn t06_startup_probe_gates_the_app() {
 
 // ------------------------------------------------------------------ 7
 
-const JOB: &str = r#"
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: job-with-sidecar
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      terminationGracePeriodSeconds: 10
-      containers:
-      - name: app
-        image: localhost/busybox:1
-        imagePullPolicy: IfNotPresent
-        command: ["sh", "-c", "sleep 2; echo done"]
-      initContainers:
-      - name: sidecar
-        image: localhost/busybox:1
-        imagePullPolicy: IfNotPresent
-        restartPolicy: Always
-        command: ["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"]
-"#;
-
-/// A Job with a native sidecar completes, shutdown is Verified, and the
-/// report outlives the pod when the Job is deleted.
+/// Catalogue `job-sidecars-stopped`: a Job with a native sidecar completes,
+/// shutdown is Verified, and the report outlives the pod when the Job is
+/// deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t07_job_with_sidecar_completes_and_report_outlives_it() {
     run("t07-job", |ctx| async move {
         let jobs = ctx.api::<Job>();
-        let job: Job = serde_saphyr::from_str(JOB).ctx("parsing the Job")?;
+        let job: Job = catalogue::JOB_SIDECARS_STOPPED.job("job-with-sidecar", IMAGE);
         jobs.create(&PostParams::default(), &job)
             .await
             .ctx("creating the Job")?;
@@ -752,32 +726,15 @@ async fn t08a_prestop_killing_the_sidecar_is_a_violation() {
     .await;
 }
 
-const IGNORES_TERM: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: app-ignores-sigterm
-spec:
-  terminationGracePeriodSeconds: 4
-  containers:
-  - name: app
-    image: localhost/busybox:1
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "trap '' TERM; sleep infinity & wait"]
-  initContainers:
-  - name: sidecar
-    image: localhost/busybox:1
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "trap 'sleep 30; exit 0' TERM; sleep infinity & wait"]
-"#;
-
-/// (b) The app ignores SIGTERM and uses the whole 4 s grace period; the
-/// sidecar, also slow, is killed at the end: rule sidecar-force-killed (Warning).
+/// (b) Catalogue `grace-period-shared`: the app ignores SIGTERM and uses the
+/// whole 6 s grace period; the sidecar, also slow, is killed at the end: rule
+/// sidecar-force-killed (Warning). quick-sidecar, which needs 1 s after
+/// SIGTERM, gets the kubelet's 2 s minimum and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t08b_app_ignoring_sigterm_gets_the_sidecar_force_killed() {
     run("t08b-forcekill", |ctx| async move {
-        let (name, pod_uid, _) = ctx.start_verified(IGNORES_TERM).await?;
+        let yaml = probe(&catalogue::GRACE_PERIOD_SHARED, "app-ignores-sigterm");
+        let (name, pod_uid, _) = ctx.start_verified(&yaml).await?;
         ctx.delete_pod(&name).await?;
         ctx.wait_pod_gone(&name, secs(60)).await?;
         let (_, s) = ctx
@@ -802,10 +759,10 @@ async fn t08b_app_ignoring_sigterm_gets_the_sidecar_force_killed() {
         // The warning names the container that spent the grace period: the
         // app, which ignores SIGTERM (the sidecar is then killed with it).
         ensure!(v.containers == ["app"], "containers {:?}", v.containers);
-        // The grace period is the pod's 4 s, not the 0 s of the kubelet's
+        // The grace period is the pod's 6 s, not the 0 s of the kubelet's
         // final delete (which rewrites deletionTimestamp/deletionGracePeriodSeconds).
         ensure!(
-            v.message.contains("4s grace period"),
+            v.message.contains("6s grace period"),
             "the violation names the wrong grace period: {}",
             v.message
         );
@@ -819,6 +776,17 @@ async fn t08b_app_ignoring_sigterm_gets_the_sidecar_force_killed() {
             sc.exit_code == Some(137),
             "sidecar exit code {:?}, want 137 (SIGKILL)",
             sc.exit_code
+        );
+        let quick = s
+            .report
+            .containers
+            .iter()
+            .find(|c| c.name == "quick-sidecar")
+            .ok_or("no quick-sidecar")?;
+        ensure!(
+            quick.exit_code == Some(0),
+            "quick-sidecar exit code {:?}, want 0 (SIGTERM with the 2 s minimum left)",
+            quick.exit_code
         );
         let errors = error_violations(&s);
         ensure!(errors.is_empty(), "Error violations: {errors:?}");

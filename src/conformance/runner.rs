@@ -481,15 +481,30 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Drives one probe until its entry says judge (or it times out): what was
-/// seen, events included. `Err`: the API failed it, as a finding.
+/// How long a judgement that is Indeterminate is retried with fresh
+/// observations: the kubelet's events can arrive late on a busy node.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// The node a probe pod ran on.
+fn node_of(o: &Observed) -> Option<String> {
+    o.pods
+        .iter()
+        .rev()
+        .find_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+}
+
+/// Drives one probe until its entry says judge (or it times out) and judges
+/// it, events included; an Indeterminate judgement is retried for up to
+/// `SETTLE` with fresh observations. `Err`: the API failed it, as a finding.
 async fn drive(
     client: Client,
     ns: String,
     probe: &Probe,
     seen: Arc<Mutex<Seen>>,
     timeout: Duration,
-) -> Result<Observed, Finding> {
+    judge: &(dyn Fn(&Observed) -> Finding + Sync),
+) -> Result<(Finding, Observed), Finding> {
+    let mut settling: Option<Instant> = None;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
@@ -542,6 +557,7 @@ async fn drive(
             Next::Judge => {
                 // Late events (Killing, Unhealthy) get a moment to arrive.
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let settle_start = *settling.get_or_insert_with(Instant::now);
                 if let Some(uid) = obs.pods.last().and_then(|p| p.metadata.uid.clone()) {
                     let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
                     obs.events = Api::<Event>::namespaced(client.clone(), &ns)
@@ -555,7 +571,13 @@ async fn drive(
                         })?
                         .items;
                 }
-                return Ok(obs);
+                let found = judge(&obs);
+                if found.status != super::Status::Indeterminate
+                    || timed_out
+                    || settle_start.elapsed() >= SETTLE
+                {
+                    return Ok((found, obs));
+                }
             }
         }
         // A deletion the watch missed (it restarted): ask.
@@ -855,22 +877,14 @@ async fn probes(
     let runs = all.iter().map(|p| {
         let (client, ns, seen) = (client.clone(), ns.to_string(), seen.clone());
         async move {
-            let driven = drive(client, ns, p, seen, opts.timeout).await;
+            let kubelet_of =
+                |o: &Observed| node_of(o).and_then(|n| versions.get(&n).copied().flatten());
+            let judge = |o: &Observed| (p.entry.judge)(o, kubelet_of(o));
+            let driven = drive(client, ns, p, seen, opts.timeout, &judge).await;
             let secs = started.elapsed().as_secs();
-            let node = match &driven {
-                Ok(obs) => obs
-                    .pods
-                    .iter()
-                    .rev()
-                    .find_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())),
-                Err(_) => None,
-            };
-            let kubelet = node
-                .as_ref()
-                .and_then(|n| versions.get(n).copied().flatten());
-            let found = match &driven {
-                Ok(obs) => (p.entry.judge)(obs, kubelet),
-                Err(f) => f.clone(),
+            let (found, node, kubelet) = match driven {
+                Ok((f, obs)) => (f, node_of(&obs), kubelet_of(&obs)),
+                Err(f) => (f, None, None),
             };
             let (found, bugs) = finalize(p.entry, kubelet, found);
             let t = &targets[p.target];
