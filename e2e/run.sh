@@ -11,6 +11,9 @@
 #   -> kustomize deploy (make deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
 #   -> scenario 11 (a real Prometheus) alone
+#   -> conformance (e2e/tests/conformance.rs, 4 in parallel): a clean run
+#      with every promise Kept, --per-node with the minimal RBAC of
+#      config/conformance/, an interrupted run leaving nothing, bad usage
 #   -> scenario 16 (two controller replicas, the leader SIGKILLed) alone
 #   -> engine model: scenarios 13-14 in parallel -> scenario 12 (stops the
 #      kubelet: a node reboot) alone -> teardown test: cluster down with a
@@ -86,7 +89,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null ||
 
 CARGO_TEST=(cargo test --locked --features e2e)
 log "building the suite"
-"${CARGO_TEST[@]}" --test e2e --test e2e_engine_model --test e2e_ha --no-run 2>&1 | tee -a "$LOG"
+"${CARGO_TEST[@]}" --test e2e --test e2e_engine_model --test e2e_ha --test e2e_conformance --no-run 2>&1 | tee -a "$LOG"
 
 status=0
 ((load_rc == 0)) || status=1
@@ -108,6 +111,8 @@ phase "scenarios 1-9 ($THREADS threads)" e2e --test-threads="$THREADS" --skip t1
 # Scenario 10 deletes the controller pod: alone, so no other test loses its scrape.
 phase "scenario 10 (controller restart)" e2e --exact t10_controller_restart_counts_once
 phase "scenario 11 (Prometheus)" e2e --exact t11_prometheus_scrapes_and_dashboard_queries_return_data
+# sidecar-order conformance, the binary: its probe pods only, no controller needed.
+phase "conformance (4 in parallel)" e2e_conformance --test-threads=4
 # Scenario 16 scales the controller to two replicas and SIGKILLs the leader: alone.
 phase "scenario 16 (two replicas, leader killed)" e2e_ha --exact t16_leader_killed_mid_violation_reports_once
 if [[ ${E2E_SKIP_ENGINE_MODEL:-0} != 1 ]]; then
