@@ -392,3 +392,16 @@ fn bad_usage_exits_2_with_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: "), "{err}");
 }
+
+#[test]
+fn the_readme_lists_every_promise() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for e in CATALOGUE {
+        assert!(
+            readme.contains(&format!("| `{}` |", e.id)),
+            "README lacks {}",
+            e.id
+        );
+    }
+}

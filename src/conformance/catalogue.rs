@@ -256,7 +256,7 @@ pub const APPS_AFTER_SIDECARS: Entry = Entry {
     id: "apps-after-sidecars",
     promise: "app containers start after every sidecar started",
     since: promises::ORDERED_START,
-    catches: "kubernetes#120247 and #127793 (apps before sidecars, seen after node reboots)",
+    catches: "KEP-753 (kubernetes#116429); apps before sidecars is also the shape of kubernetes#120247 and #127793, which need a node reboot this probe does not do",
     kind: Kind::Pod,
     manifest: r#"
 apiVersion: v1
