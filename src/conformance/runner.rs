@@ -596,6 +596,8 @@ async fn drive(
 /// What the run created, to delete it.
 struct Created {
     namespace: String,
+    /// The run's id (its probes' RUN_LABEL value).
+    run_id: String,
     /// The namespace is ours: deleting it deletes the rest.
     own_namespace: bool,
     pods: Vec<String>,
@@ -616,7 +618,8 @@ async fn cleanup(client: &Client, c: &Created) {
         let _ = pods.delete(p, &now).await;
     }
     // A Job's pods: by label (the Job's deletion cascades too).
-    if let Ok(list) = pods.list(&ListParams::default().labels(RUN_LABEL)).await {
+    let this_run = format!("{RUN_LABEL}={}", c.run_id);
+    if let Ok(list) = pods.list(&ListParams::default().labels(&this_run)).await {
         for p in list.items {
             if let Some(n) = p.metadata.name {
                 let _ = pods.delete(&n, &now).await;
@@ -755,6 +758,7 @@ pub async fn run(opts: &Options, progress: &(dyn Fn(&str) + Sync)) -> Result<Run
     ));
     let mut created = Created {
         namespace: ns.clone(),
+        run_id: id.clone(),
         own_namespace,
         pods: Vec::new(),
         jobs: Vec::new(),
