@@ -3,7 +3,7 @@
 //! label's once the pod was deleted (and gone), Pending while it lives.
 
 use crate::pods::{Book, PART_OF, PART_OF_VALUE, VARIANTS};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -73,6 +73,8 @@ pub async fn verify(client: &Client, ns: &str, book: &Book) -> Result<Outcome, k
         matrix: BTreeMap::new(),
         live_pods: live.len(),
     };
+    // The first mismatches' evidence, for a person to judge.
+    let mut dump: Vec<(String, &DynamicObject)> = Vec::new();
     let mut created: Vec<(&String, &(String, usize))> = book.created.iter().collect();
     created.sort_by(|a, b| a.1.0.cmp(&b.1.0));
     for (uid, (name, v)) in created {
@@ -103,6 +105,9 @@ pub async fn verify(client: &Client, ns: &str, book: &Book) -> Result<Outcome, k
             .or_insert(0) += 1;
         let want_shutdown = if deleted { variant.shutdown } else { "Pending" };
         if got.0 != variant.startup || got.1 != want_shutdown {
+            if dump.len() < DUMP {
+                dump.push((name.clone(), r));
+            }
             let violations: Vec<String> = r.data["status"]["violations"]
                 .as_array()
                 .map(|vs| {
@@ -130,5 +135,57 @@ pub async fn verify(client: &Client, ns: &str, book: &Book) -> Result<Outcome, k
             ));
         }
     }
+    if !dump.is_empty()
+        && let Ok(dir) = std::env::var("LOAD_DIR")
+    {
+        save(
+            client,
+            ns,
+            &dump,
+            &std::path::Path::new(&dir).join("mismatches"),
+        )
+        .await;
+    }
     Ok(out)
+}
+
+/// How many mismatching pods `save` keeps.
+const DUMP: usize = 20;
+
+/// Writes NAME-report.json, NAME-events.json (the pod's events, a List as
+/// `kubectl get events -o json` prints it) and NAME-pod.json (when the pod
+/// still exists) for each mismatch: `sidecar-order analyze --pod
+/// NAME-pod.json --events NAME-events.json` judges it again offline.
+async fn save(client: &Client, ns: &str, dump: &[(String, &DynamicObject)], dir: &std::path::Path) {
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for (name, report) in dump {
+        let write = |suffix: &str, v: &Value| {
+            let _ = std::fs::write(
+                dir.join(format!("{name}-{suffix}.json")),
+                serde_json::to_string_pretty(v).unwrap_or_default(),
+            );
+        };
+        write("report", &serde_json::to_value(report).unwrap_or_default());
+        let uid = text(&report.data, &["spec", "podUid"]);
+        let lp = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+        if let Ok(list) = events.list(&lp).await {
+            let items = serde_json::to_value(&list.items).unwrap_or_default();
+            write(
+                "events",
+                &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+            );
+        }
+        if let Ok(Some(pod)) = pods.get_opt(name).await {
+            write("pod", &serde_json::to_value(&pod).unwrap_or_default());
+        }
+    }
+    eprintln!(
+        "load: the first {} mismatches' reports, events and pods: {}",
+        dump.len(),
+        dir.display()
+    );
 }
