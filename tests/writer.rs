@@ -756,3 +756,26 @@ async fn a_failed_pod_event_is_counted_not_retried() {
     r.counted(&[("written", 1), ("event_error", 1)]).await;
     stop(r).await;
 }
+
+/// With leader election, leading from the start is a takeover too: nothing
+/// is written until the index comes and the stored reports are read (the
+/// chaos run found a leader, restarted with the lease still its own, that
+/// never wrote).
+#[tokio::test]
+async fn with_leader_election_the_first_lease_is_a_takeover() {
+    let cfg = WriterConfig {
+        trust_initial_ledger: false,
+        ..WriterConfig::default()
+    };
+    let mut r = start_with(true, cfg, 8);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    r.tx.send(Msg::Takeover(vec![update(Verdict::Verified, vec![])]))
+        .await
+        .unwrap();
+    list_reports(&mut r.handle, vec![]).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Verified");
+    stop(r).await;
+}

@@ -283,11 +283,19 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
         .with_ledger(ledger)
         .with_namespaces(s.namespaces.clone());
+    // One snapshot of the lease for the whole start: with leader election,
+    // leading from the start is a takeover like any other (found by the
+    // chaos run: a lease taken between two separate reads was never taken
+    // over, and the leader wrote nothing).
+    let was_leading = *leader.borrow_and_update();
     let writer_task = tokio::spawn(writer::run(
         writer,
         rx,
         leader.clone(),
-        WriterConfig::default(),
+        WriterConfig {
+            trust_initial_ledger: !s.leader_elect,
+            ..WriterConfig::default()
+        },
     ));
 
     let node_watch = preload_nodes(&client, &mut store).await;
@@ -304,8 +312,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + GC_EVERY, GC_EVERY);
     // A lease taken over while the watches have not synced yet: the
     // takeover waits for the index to be complete.
-    let mut was_leader = *leader.borrow();
-    let mut takeover_due = false;
+    let mut was_leader = was_leading;
+    let mut takeover_due = s.leader_elect && was_leading;
     loop {
         // Work other than report updates: closing and deleting reports.
         let mut other: Vec<Work> = Vec::new();
@@ -373,7 +381,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 let l = *leader.borrow();
                 metrics.leader.set(i64::from(l));
                 tracing::info!(leader = l, "leadership changed");
-                takeover_due = l && !was_leader;
+                // A new lease is a takeover; a repeated "still leader" does
+                // not cancel one that waits for the watches to sync.
+                if l && !was_leader {
+                    takeover_due = true;
+                } else if !l {
+                    takeover_due = false;
+                }
                 was_leader = l;
                 Vec::new()
             }

@@ -118,6 +118,12 @@ pub struct WriterConfig {
     pub backoff_max: Duration,
     /// How long the pending writes may take once the input closed.
     pub flush_timeout: Duration,
+    /// The ledger given at start is what the API server holds, and the
+    /// writer may write while it leads without a takeover first: true
+    /// without leader election. With it, every lease taken (the first one
+    /// too) is a takeover (`Msg::Takeover`): the stored reports are read
+    /// again, since another replica may have written since start-up.
+    pub trust_initial_ledger: bool,
 }
 
 impl Default for WriterConfig {
@@ -128,6 +134,7 @@ impl Default for WriterConfig {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(5),
+            trust_initial_ledger: true,
         }
     }
 }
@@ -533,12 +540,10 @@ pub async fn run(
     let mut queue = Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max);
     let mut in_flight = FuturesUnordered::new();
     let mut flush_until: Option<Instant> = None;
-    // The ledger given at start is current when this replica leads from
-    // the start; otherwise a takeover reads it again.
-    let mut seeded = *leader.borrow();
+    let mut seeded = cfg.trust_initial_ledger;
     let mut seeding: Option<Seeding> = None;
     let mut takeover: Option<Vec<Update>> = None;
-    let mut was_leader = seeded;
+    let mut was_leader = *leader.borrow();
     loop {
         let is_leader = *leader.borrow();
         if was_leader && !is_leader {
