@@ -64,6 +64,15 @@ stop_recorded() {
   rm -f "$f" "${f%.pid}.start"
 }
 
+# One load or chaos run at a time per cluster: they share kwok, its pid
+# file and the fake nodes (a second run would stop the first one's kwok).
+LOCK=${LOAD_LOCK:-/tmp/sidecar-order-load.lock}
+exec 9>>"$LOCK"
+if ! flock -n 9; then
+  step "another load or chaos run holds $LOCK; waiting for it (up to 30 min)"
+  flock -w 1800 9 || die "load: $LOCK is still held after 30 min"
+fi
+
 STARTED_CLUSTER=0
 PID_DIR=$PIDS
 KWOK_PID_FILE=
@@ -121,7 +130,7 @@ stop_recorded kwok "$KWOK_PID_FILE"
 step "starting kwok: $LOAD_NODES fake nodes (annotation kwok.x-k8s.io/node=fake), stages load/kwok/stages.yaml (log $LOAD_DIR/kwok.log)"
 "$KWOK" --kubeconfig "$KUBECONFIG" --config load/kwok/stages.yaml \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --cidr "$KWOK_CIDR" --node-ip 10.239.0.1 >"$LOAD_DIR/kwok.log" 2>&1 &
+  --cidr "$KWOK_CIDR" --node-ip 10.239.0.1 >"$LOAD_DIR/kwok.log" 2>&1 9>&- &
 echo $! >"$KWOK_PID_FILE"
 proc_starttime "$(cat "$KWOK_PID_FILE")" >"${KWOK_PID_FILE%.pid}.start" 2>/dev/null || true
 
