@@ -136,7 +136,7 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
 /// that a restart does not write every report once without the version.
 /// Without permission to read nodes the controller judges by the latest
 /// promises (one warning) and watches no nodes.
-async fn preload_nodes(client: &Client, store: &mut Store) -> bool {
+async fn preload_nodes(client: &Client, store: &mut Store) -> Result<bool, kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let mut lp = ListParams::default().limit(writer::LIST_PAGE);
     loop {
@@ -147,14 +147,66 @@ async fn preload_nodes(client: &Client, store: &mut Store) -> bool {
                 }
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
                     Some(token) => lp = lp.continue_token(&token),
-                    None => return true,
+                    None => return Ok(true),
                 }
             }
+            Err(e) if transient(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list nodes: reports carry no kubelet version and are judged by the latest kubelet's promises (grant get/list/watch on nodes)");
-                return false;
+                return Ok(false);
             }
         }
+    }
+}
+
+/// An API error worth retrying: the API server unreachable, overloaded or
+/// restarting.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+impl RunError {
+    fn transient(&self) -> bool {
+        match self {
+            RunError::Crd(e) | RunError::Preload(e) => transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// How long start-up retries while the API server is unavailable.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Start-up steps wait for an API server that is unavailable (restarting,
+/// overloaded): each failure backs off (up to 5 s), for up to
+/// `STARTUP_PATIENCE` in all, so a controller started during an API server
+/// restart waits for it rather than exiting.
+struct Patience {
+    start: Instant,
+    wait: Duration,
+}
+
+impl Patience {
+    fn new() -> Patience {
+        Patience {
+            start: Instant::now(),
+            wait: Duration::from_millis(250),
+        }
+    }
+
+    /// Whether to try again after `e` (having waited).
+    async fn again(&mut self, what: &str, transient: bool, e: &dyn std::fmt::Display) -> bool {
+        if !transient || self.start.elapsed() >= STARTUP_PATIENCE {
+            return false;
+        }
+        tracing::warn!(error = %e, "{what}: the API server is unavailable; retrying in {:?}", self.wait);
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(5));
+        true
     }
 }
 
@@ -264,7 +316,13 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Result<(), RunError> {
     let client = client_result.map_err(RunError::Client)?;
-    ensure_crd(&client).await?;
+    let mut patience = Patience::new();
+    loop {
+        match ensure_crd(&client).await {
+            Err(e) if patience.again("reading the CRD", e.transient(), &e).await => continue,
+            r => break r?,
+        }
+    }
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     serve(s.metrics_addr, metrics.clone(), ready.clone()).await?;
@@ -272,13 +330,37 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let mut store = Store::new(Config {
         outlive_secs: s.outlive_secs,
     });
-    let ledger = preload(&client, &s, &mut store).await?;
+    let ledger = loop {
+        match preload(&client, &s, &mut store).await {
+            Err(e)
+                if patience
+                    .again("loading the stored reports", e.transient(), &e)
+                    .await =>
+            {
+                continue;
+            }
+            r => break r?,
+        }
+    };
 
     let Leadership {
         rx: mut leader,
         task: lease_task,
         _fixed,
-    } = lease(&client, &s).await?;
+    } = loop {
+        // The lease manager's errors are strings: every one is retried
+        // within the start-up patience.
+        match lease(&client, &s).await {
+            Err(e)
+                if patience
+                    .again("taking part in the leader election", true, &e)
+                    .await =>
+            {
+                continue;
+            }
+            r => break r?,
+        }
+    };
     let (tx, rx) = mpsc::channel::<Msg>(1024);
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
         .with_ledger(ledger)
@@ -298,7 +380,16 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         },
     ));
 
-    let node_watch = preload_nodes(&client, &mut store).await;
+    let node_watch = loop {
+        match preload_nodes(&client, &mut store).await {
+            Err(e) if patience.again("listing the nodes", true, &e).await => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list nodes: reports carry no kubelet version");
+                break false;
+            }
+            Ok(watch) => break watch,
+        }
+    };
     let mut inputs = watches(&client, &s, node_watch);
     let watches_total = if s.namespaces.is_empty() {
         2
@@ -313,6 +404,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     // A lease taken over while the watches have not synced yet: the
     // takeover waits for the index to be complete.
     let mut was_leader = was_leading;
+    let mut lease_lost = false;
     let mut takeover_due = s.leader_elect && was_leading;
     loop {
         // Work other than report updates: closing and deleting reports.
@@ -377,7 +469,14 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 }
                 Vec::new()
             }
-            _ = leader.changed() => {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    // The lease task ended: this replica can no longer
+                    // know whether it leads. Exit non-zero (restarted by
+                    // the kubelet) rather than write or spin.
+                    lease_lost = true;
+                    break;
+                }
                 let l = *leader.borrow();
                 metrics.leader.set(i64::from(l));
                 tracing::info!(leader = l, "leadership changed");
@@ -437,6 +536,19 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     drop(tx);
     let _ = writer_task.await;
     drop(leader);
+    if lease_lost {
+        let why = match lease_task {
+            Some(task) => match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => "it ended".to_string(),
+                Err(e) => e.to_string(),
+            },
+            None => "it ended".to_string(),
+        };
+        return Err(RunError::Lease(format!(
+            "the leader election stopped: {why}"
+        )));
+    }
     if let Some(task) = lease_task
         && let Ok(Ok(manager)) = task.await
         && let Err(e) = manager.release().await
