@@ -121,7 +121,10 @@ KWOK=$(bash scripts/kwok.sh)
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   step "removing the namespace $NS left by an earlier run"
   kubectl delete --raw "/api/v1/namespaces/$NS/pods?gracePeriodSeconds=0" >/dev/null 2>&1 || true
-  kubectl delete namespace "$NS" --timeout=180s >/dev/null
+  # Tens of thousands of events outlast the namespace controller's
+  # deletecollection timeout (seen after 10,000 pods); one here helps it.
+  kubectl delete --raw "/api/v1/namespaces/$NS/events" >/dev/null 2>&1 || true
+  kubectl delete namespace "$NS" --timeout=600s >/dev/null
 fi
 kubectl delete nodes -l sidecar-order.dev/load=true --ignore-not-found >/dev/null
 
