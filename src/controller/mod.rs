@@ -2,6 +2,7 @@
 //! `metrics` and `writer` (reports, pod Events). `run` wires them together.
 
 pub mod gc;
+pub mod lease;
 pub mod ledger;
 pub mod metrics;
 pub mod queue;

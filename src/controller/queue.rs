@@ -201,6 +201,13 @@ impl Queue {
         self.timers.clear();
     }
 
+    /// Forgets everything, the writes in flight too (their futures are
+    /// dropped by the caller): leadership lost.
+    pub fn clear(&mut self) {
+        self.clear_pending();
+        self.in_flight.clear();
+    }
+
     /// Neither in flight nor backing off.
     fn idle(&self, key: &Key) -> bool {
         !self.in_flight.contains(key) && self.backoff.get(key).is_none_or(|b| b.until.is_none())

@@ -1,6 +1,7 @@
 //! `sidecar-order run`: wires the watches, the store, the metrics, the
 //! writer, the lease and the HTTP endpoints together.
 
+use crate::controller::lease::{Leadership, LeaseSettings, lease};
 use crate::controller::ledger::Ledger;
 use crate::controller::metrics::Metrics;
 use crate::controller::store::{Store, Update};
@@ -20,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -236,41 +237,6 @@ async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> Re
     Ok(())
 }
 
-type LeaseTask =
-    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
-
-/// Who may write: the lease's state, or a constant "yes" without election.
-struct Leadership {
-    rx: watch::Receiver<bool>,
-    task: Option<LeaseTask>,
-    _fixed: Option<watch::Sender<bool>>,
-}
-
-async fn lease(client: &Client, s: &Settings) -> Result<Leadership, RunError> {
-    if !s.leader_elect {
-        let (tx, rx) = watch::channel(true);
-        return Ok(Leadership {
-            rx,
-            task: None,
-            _fixed: Some(tx),
-        });
-    }
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &s.lease_name)
-        .with_namespace(&s.lease_namespace)
-        .with_identity(&s.identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (rx, task) = manager.watch().await;
-    Ok(Leadership {
-        rx,
-        task: Some(task),
-        _fixed: None,
-    })
-}
-
 /// Reports stored in the watched namespaces, listed a page at a time: what
 /// earlier runs recorded. The store keeps each one's decided checks (so a
 /// verdict never goes back) and the writer's ledger what it counted (so
@@ -350,7 +316,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     } = loop {
         // The lease manager's errors are strings: every one is retried
         // within the start-up patience.
-        match lease(&client, &s).await {
+        let ls = LeaseSettings {
+            elect: s.leader_elect,
+            name: &s.lease_name,
+            namespace: &s.lease_namespace,
+            identity: &s.identity,
+        };
+        match lease(&client, &ls).await.map_err(RunError::Lease) {
             Err(e)
                 if patience
                     .again("taking part in the leader election", true, &e)

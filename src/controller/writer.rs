@@ -547,8 +547,11 @@ pub async fn run(
     loop {
         let is_leader = *leader.borrow();
         if was_leader && !is_leader {
-            // Lost the lease: what is pending is the new leader's.
-            queue.clear_pending();
+            // Lost the lease: what is pending is the new leader's, and the
+            // writes in flight are cancelled (a write landing after the new
+            // leader read the stored reports would be counted twice).
+            queue.clear();
+            in_flight = FuturesUnordered::new();
             seeded = false;
             tracing::info!("lease lost: pending writes dropped");
         }
