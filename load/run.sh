@@ -41,6 +41,17 @@ START=$(date +%s)
 mkdir -p "$LOAD_DIR"
 step() { log "load [$(( $(date +%s) - START ))s]: $*"; }
 
+# One load or chaos run at a time per cluster: they share kwok, its pid
+# file and the fake nodes (a second run would stop the first one's kwok).
+# The script runs again under `flock -o`: the lock is held by flock itself,
+# so nothing this run starts (kwok, the controller, an API server restarted
+# by the chaos run) inherits it and outlives the run holding it.
+LOCK=${LOAD_LOCK:-/tmp/sidecar-order-load.flock}
+if [[ ${LOAD_LOCK_HELD:-} != "$LOCK" ]]; then
+  flock -n "$LOCK" true || step "another load or chaos run holds $LOCK; waiting for it (up to 30 min)"
+  LOAD_LOCK_HELD=$LOCK exec flock -o -w 1800 -E 75 "$LOCK" bash "$PWD/load/run.sh" "$@"
+fi
+
 [[ -x $LOAD_CONTROLLER_BIN ]] ||
   die "load: no controller binary at $LOAD_CONTROLLER_BIN (make image builds it; or set LOAD_CONTROLLER_BIN, e.g. target/release/sidecar-order after make build)"
 LOAD_CONTROLLER_BIN=$(realpath "$LOAD_CONTROLLER_BIN")
@@ -63,15 +74,6 @@ stop_recorded() {
   fi
   rm -f "$f" "${f%.pid}.start"
 }
-
-# One load or chaos run at a time per cluster: they share kwok, its pid
-# file and the fake nodes (a second run would stop the first one's kwok).
-LOCK=${LOAD_LOCK:-/tmp/sidecar-order-load.lock}
-exec 9>>"$LOCK"
-if ! flock -n 9; then
-  step "another load or chaos run holds $LOCK; waiting for it (up to 30 min)"
-  flock -w 1800 9 || die "load: $LOCK is still held after 30 min"
-fi
 
 STARTED_CLUSTER=0
 PID_DIR=$PIDS
@@ -133,7 +135,7 @@ stop_recorded kwok "$KWOK_PID_FILE"
 step "starting kwok: $LOAD_NODES fake nodes (annotation kwok.x-k8s.io/node=fake), stages load/kwok/stages.yaml (log $LOAD_DIR/kwok.log)"
 "$KWOK" --kubeconfig "$KUBECONFIG" --config load/kwok/stages.yaml \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --cidr "$KWOK_CIDR" --node-ip 10.239.0.1 >"$LOAD_DIR/kwok.log" 2>&1 9>&- &
+  --cidr "$KWOK_CIDR" --node-ip 10.239.0.1 >"$LOAD_DIR/kwok.log" 2>&1 &
 echo $! >"$KWOK_PID_FILE"
 proc_starttime "$(cat "$KWOK_PID_FILE")" >"${KWOK_PID_FILE%.pid}.start" 2>/dev/null || true
 
