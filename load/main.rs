@@ -111,11 +111,24 @@ async fn settle(c: &Controller, cfg: &Config, min: Duration) -> Result<(Snap, bo
         if moved {
             still_since = Instant::now();
         }
-        last = s;
-        let pending_ok = last.startup_pending().is_none_or(|p| p == 0.0);
+        let pending_ok = s.startup_pending().is_none_or(|p| p == 0.0);
         if t0.elapsed() >= min && still_since.elapsed() >= cfg.quiet && pending_ok {
-            return Ok((last, true));
+            eprintln!("load: settled in {:.0}s", t0.elapsed().as_secs_f64());
+            return Ok((s, true));
         }
+        // What it waits for, every 15 s.
+        if t0.elapsed().as_secs().is_multiple_of(15) {
+            eprintln!(
+                "load: settling for {:.0}s: startup Pending {}, in the last second {:.0} writes, {:.0} pod and {:.0} other watch events",
+                t0.elapsed().as_secs_f64(),
+                s.startup_pending()
+                    .map_or("-".into(), |p| format!("{p:.0}")),
+                s.writes() - last.writes(),
+                s.pod_events() - last.pod_events(),
+                (s.all_events() - s.pod_events()) - (last.all_events() - last.pod_events()),
+            );
+        }
+        last = s;
         if t0.elapsed() > cfg.settle_timeout {
             eprintln!(
                 "load: the controller did not settle within {}s (writes or watch events still moving, or startup verdicts Pending)",
