@@ -5,7 +5,7 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin load
+.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin load chaos
 
 build:
 	$(CARGO) build --release --locked
@@ -56,6 +56,19 @@ e2e:
 # every verdict checked against its pod's labels. See load/run.sh.
 load:
 	bash load/run.sh
+
+# The chaos run (issue 9): the load harness' kwok pods judged by two
+# controller replicas with --leader-elect (CHAOS_REPLICAS), each through its
+# own TCP proxy to the API server, while, during churn, leaders and
+# standbys are SIGKILLed, the API server restarted (e2e/cluster/apiserver.sh),
+# etcd compacted with every connection dropped (relists) and the leader's
+# network cut; one table: verdicts, increments counted once, duplicate
+# Events, failover, RSS. Defaults: CHAOS_PODS=5000 CHAOS_CHURN=20
+# CHAOS_KILLS=50 CHAOS_APISERVER_RESTARTS=5 CHAOS_RELISTS=3 CHAOS_CUTS=3.
+# See load/chaos/main.rs.
+chaos:
+	LOAD_TARGET=chaos LOAD_NAMESPACE=$${LOAD_NAMESPACE:-sidecar-order-chaos} \
+	  LOAD_DIR=$${LOAD_DIR:-/tmp/sidecar-order-chaos} bash load/run.sh
 
 # What CI runs (.ci/run): lint, unit tests, then the live-cluster suite.
 check: lint test e2e

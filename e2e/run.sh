@@ -7,7 +7,11 @@
 #      helm uninstall (e2e/helm-check.sh) -> load harness, short pass: kwok
 #      fake nodes, 1000 pods, 60 s of churn, a controller restart, every
 #      verdict equal to its pod's labels (load/run.sh; before the deploy, so
-#      no in-cluster controller judges the load pods)
+#      no in-cluster controller judges the load pods) -> chaos run, short
+#      pass: 1000 pods judged by two controller replicas with --leader-elect;
+#      3 leaders and a standby SIGKILLed, one API server restart, a relist,
+#      the leader's network cut; every verdict right, every increment
+#      counted once, no duplicate Event (make chaos, LOAD_TARGET=chaos)
 #   -> kustomize deploy (make deploy)
 #   -> scenarios 1-9 in parallel -> scenario 10 (restarts the controller) alone
 #   -> scenario 11 (a real Prometheus) alone
@@ -27,6 +31,7 @@
 #   E2E_LOG=FILE          full output (default /tmp/sidecar-order-e2e.log)
 #   E2E_SKIP_ENGINE_MODEL=1  skip the engine-model scenarios 12-14
 #   E2E_SKIP_LOAD=1       skip the load harness' short pass
+#   E2E_SKIP_CHAOS=1      skip the chaos run's short pass
 # Exits with the tests' status (0 only when every scenario passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +83,15 @@ if [[ ${E2E_SKIP_LOAD:-0} != 1 ]]; then
     bash load/run.sh 2>&1 | tee -a "$LOG" || load_rc=$?
   RESULTS+=("$(printf '%-42s %4ds  %s' "load harness (1000 pods, load/run.sh)" $(( $(date +%s) - t0 )) "$( ((load_rc == 0)) && echo ok || echo FAILED)")")
 fi
+chaos_rc=0
+if [[ ${E2E_SKIP_CHAOS:-0} != 1 ]]; then
+  t0=$(date +%s)
+  log "chaos run, short pass: 1000 pods, two replicas; 3 leader and 1 standby SIGKILLs, an API server restart, a relist, a network cut (make chaos)"
+  CHAOS_PODS=1000 CHAOS_CHURN=20 CHAOS_KILLS=3 CHAOS_STANDBY_KILLS=1 CHAOS_APISERVER_RESTARTS=1 \
+    CHAOS_RELISTS=1 CHAOS_CUTS=1 CHAOS_CUT_SECONDS=20 CHAOS_GAP_SECONDS=2 \
+    make --no-print-directory chaos 2>&1 | tee -a "$LOG" || chaos_rc=$?
+  RESULTS+=("$(printf '%-42s %4ds  %s' "chaos run (1000 pods, make chaos)" $(( $(date +%s) - t0 )) "$( ((chaos_rc == 0)) && echo ok || echo FAILED)")")
+fi
 log "controller deployment with kustomize (make deploy)"
 make --no-print-directory deploy 2>&1 | tee -a "$LOG"
 KUBECTL=$(make -s --no-print-directory print-kubectl)
@@ -93,6 +107,7 @@ log "building the suite"
 
 status=0
 ((load_rc == 0)) || status=1
+((chaos_rc == 0)) || status=1
 # One cargo test invocation of test target $2; its "test result:" line is kept for the summary.
 phase() {
   local what=$1 target=$2

@@ -17,6 +17,8 @@ pub struct Controller {
     /// `NAME.pid` and `NAME.start` (the start time, as e2e/cluster/lib.sh
     /// records it) so load/run.sh can stop it by PID if this process dies.
     pub pid_file: PathBuf,
+    /// Extra environment of the process (e.g. a replica's KUBECONFIG).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub pid: u32,
 }
@@ -56,13 +58,33 @@ impl Controller {
             addr,
             log: dir.join("controller.log"),
             pid_file: pid_dir.join("load-controller.pid"),
+            env: Vec::new(),
             child: None,
             pid: 0,
         }
     }
 
+    /// Another log and pid file (`NAME.log`, `NAME.pid`): one controller of several.
+    pub fn named(
+        mut self,
+        name: &str,
+        dir: &std::path::Path,
+        pid_dir: &std::path::Path,
+    ) -> Controller {
+        self.log = dir.join(format!("{name}.log"));
+        self.pid_file = pid_dir.join(format!("{name}.pid"));
+        self
+    }
+
     /// Starts the process; returns how long it took to answer /readyz 200.
     pub async fn start(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        self.spawn()?;
+        self.wait_ready(t0, timeout).await
+    }
+
+    /// Starts the process without waiting for it.
+    pub fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,9 +93,9 @@ impl Controller {
         let err = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let t0 = Instant::now();
         let child = Command::new(&self.bin)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -84,6 +106,11 @@ impl Controller {
         let start = proc_start_time(self.pid).unwrap_or_default();
         let _ = std::fs::write(&self.pid_file, format!("{}\n", self.pid));
         let _ = std::fs::write(self.pid_file.with_extension("start"), format!("{start}\n"));
+        Ok(())
+    }
+
+    /// Waits for /readyz 200; how long since `t0`.
+    pub async fn wait_ready(&mut self, t0: Instant, timeout: Duration) -> Result<Duration, String> {
         loop {
             if let Ok((200, _)) = prom::get(&self.addr, "/readyz").await {
                 return Ok(t0.elapsed());
@@ -139,6 +166,26 @@ impl Controller {
         t0.elapsed()
     }
 
+    /// SIGKILL, and reaps it. Says whether it had exited on its own before.
+    pub fn kill(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(self.pid_file.with_extension("start"));
+        exited
+    }
+
+    /// The process ended on its own (not stopped or killed by us).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn sample(&self) -> ProcSample {
         proc_sample(self.pid).unwrap_or_default()
     }
@@ -148,6 +195,11 @@ impl Controller {
             .await
             .map_err(|e| format!("scraping http://{}/metrics: {e}", self.addr))
     }
+}
+
+/// What /proc says of `pid` now (zeros when it is gone).
+pub fn sample_of(pid: u32) -> ProcSample {
+    proc_sample(pid).unwrap_or_default()
 }
 
 /// The fields of /proc/PID/stat after "(comm) ", which may hold spaces.

@@ -15,6 +15,7 @@
 //! shares every compiled dependency (and the library) with
 //! `cargo test --locked --features e2e`.
 
+#[allow(dead_code)] // shared with the chaos target: not every item is used here
 mod controller;
 mod pods;
 mod prom;

@@ -119,6 +119,8 @@ pub struct Book {
     /// Live pods, oldest first: (name, uid).
     pub live: VecDeque<(String, String)>,
     pub deleted: HashSet<String>,
+    /// uid -> when it was created, and when its deletion was accepted.
+    pub times: HashMap<String, (Instant, Option<Instant>)>,
     pub create_errors: u64,
     pub delete_errors: u64,
     pub next: u64,
@@ -136,6 +138,7 @@ async fn create_one(api: Api<Pod>, book: Shared, n: u64) {
                 let uid = made.metadata.uid.unwrap_or_default();
                 let mut b = book.lock().expect("book");
                 b.created.insert(uid.clone(), (name.clone(), v));
+                b.times.insert(uid.clone(), (Instant::now(), None));
                 b.live.push_back((name, uid));
                 return;
             }
@@ -151,20 +154,22 @@ async fn create_one(api: Api<Pod>, book: Shared, n: u64) {
     }
 }
 
+fn mark_deleted(book: &Shared, uid: String) {
+    let mut b = book.lock().expect("book");
+    if let Some(t) = b.times.get_mut(&uid) {
+        t.1 = Some(Instant::now());
+    }
+    b.deleted.insert(uid);
+}
+
 async fn delete_one(api: Api<Pod>, book: Shared) {
     let Some((name, uid)) = book.lock().expect("book").live.pop_front() else {
         return;
     };
     for attempt in 0..5 {
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {
-                book.lock().expect("book").deleted.insert(uid);
-                return;
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                book.lock().expect("book").deleted.insert(uid);
-                return;
-            }
+            Ok(_) => return mark_deleted(&book, uid),
+            Err(kube::Error::Api(e)) if e.code == 404 => return mark_deleted(&book, uid),
             Err(e) => {
                 book.lock().expect("book").delete_errors += 1;
                 if attempt == 4 {

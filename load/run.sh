@@ -21,6 +21,8 @@
 #   LOAD_CONTROLLER_ARGS extra flags for `sidecar-order run`
 #   LOAD_METRICS_PORT=18080  LOAD_DIR=/tmp/sidecar-order-load (logs)
 #   LOAD_OUT=FILE        also write the driver's output (the table) there
+#   LOAD_TARGET=chaos    the chaos run of issue 9 instead (make chaos; its
+#                        driver is load/chaos/main.rs, CHAOS_* settings)
 # Exits with the driver's status: 0 only when every verdict matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,8 @@ export LOAD_NODES=${LOAD_NODES:-10} LOAD_NAMESPACE=${LOAD_NAMESPACE:-sidecar-ord
 export LOAD_DIR=${LOAD_DIR:-/tmp/sidecar-order-load}
 export LOAD_CONTROLLER_BIN=${LOAD_CONTROLLER_BIN:-$STATIC_BIN}
 NS=$LOAD_NAMESPACE
+TARGET=${LOAD_TARGET:-load}
+[[ $TARGET == load || $TARGET == chaos ]] || die "load: LOAD_TARGET=$TARGET: load or chaos"
 KWOK_CIDR=${LOAD_KWOK_CIDR:-10.240.0.0/16}
 CARGO=${CARGO:-cargo}
 START=$(date +%s)
@@ -56,8 +60,8 @@ fi
   die "load: no controller binary at $LOAD_CONTROLLER_BIN (make image builds it; or set LOAD_CONTROLLER_BIN, e.g. target/release/sidecar-order after make build)"
 LOAD_CONTROLLER_BIN=$(realpath "$LOAD_CONTROLLER_BIN")
 
-step "building the driver (cargo test --features e2e --test load --no-run)"
-nice -n 10 "$CARGO" test --locked --features e2e --test load --no-run 2>&1 | tail -n 3
+step "building the driver (cargo test --features e2e --test $TARGET --no-run)"
+nice -n 10 "$CARGO" test --locked --features e2e --test "$TARGET" --no-run 2>&1 | tail -n 3
 
 # stop_recorded NAME PIDFILE: TERM (KILL after 15 s) the process recorded
 # there, if it is still the one started (same start time); removes the file.
@@ -83,6 +87,10 @@ cleanup() {
   trap - EXIT INT TERM
   set +e
   stop_recorded controller "$PID_DIR/load-controller.pid"
+  # The chaos run's replicas (load/chaos/replicas.rs names them so).
+  for f in "$PID_DIR"/chaos-replica-*.pid; do
+    [[ -e $f ]] && stop_recorded "chaos replica" "$f"
+  done
   if [[ -n $KWOK_PID_FILE ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
     step "cleanup: force-deleting the load pods, then namespace $NS and the fake nodes"
     # One deletecollection with grace 0: no kwok needed to finish them.
@@ -151,11 +159,17 @@ step "CRD and namespace $NS"
 kubectl wait --for=condition=established crd/sidecarorderreports.sidecar-order.dev --timeout=60s >/dev/null
 kubectl create namespace "$NS" >/dev/null
 
-step "driver: LOAD_PODS=$LOAD_PODS LOAD_RATE=$LOAD_RATE LOAD_CHURN=$LOAD_CHURN LOAD_SECONDS=$LOAD_SECONDS LOAD_IDLE_SECONDS=$LOAD_IDLE_SECONDS, controller $LOAD_CONTROLLER_BIN"
+if [[ $TARGET == chaos ]]; then
+  SETTINGS=$(env | grep -E '^CHAOS_' | sort | tr '\n' ' ')
+  step "driver (chaos): ${SETTINGS:-defaults} LOAD_RATE=$LOAD_RATE, controller $LOAD_CONTROLLER_BIN"
+else
+  SETTINGS="LOAD_PODS=$LOAD_PODS LOAD_RATE=$LOAD_RATE LOAD_CHURN=$LOAD_CHURN LOAD_SECONDS=$LOAD_SECONDS LOAD_IDLE_SECONDS=$LOAD_IDLE_SECONDS"
+  step "driver: $SETTINGS, controller $LOAD_CONTROLLER_BIN"
+fi
 rc=0
-"$CARGO" test --locked --features e2e --test load 2>&1 | tee "$LOAD_DIR/output.txt" || rc=$?
+"$CARGO" test --locked --features e2e --test "$TARGET" 2>&1 | tee "$LOAD_DIR/output.txt" || rc=$?
 if [[ -n ${LOAD_OUT:-} ]]; then
-  { echo "# $(date -u +%FT%TZ) LOAD_PODS=$LOAD_PODS LOAD_RATE=$LOAD_RATE LOAD_CHURN=$LOAD_CHURN LOAD_SECONDS=$LOAD_SECONDS LOAD_IDLE_SECONDS=$LOAD_IDLE_SECONDS LOAD_NODES=$LOAD_NODES controller=$LOAD_CONTROLLER_BIN (git $(git rev-parse --short HEAD))"
-    sed -n '/^sidecar-order load:/,$p' "$LOAD_DIR/output.txt"; } >"$LOAD_OUT"
+  { echo "# $(date -u +%FT%TZ) $SETTINGS LOAD_NODES=$LOAD_NODES controller=$LOAD_CONTROLLER_BIN (git $(git rev-parse --short HEAD))"
+    sed -n "/^sidecar-order $TARGET:/,\$p" "$LOAD_DIR/output.txt"; } >"$LOAD_OUT"
 fi
 exit "$rc"
