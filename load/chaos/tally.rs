@@ -179,9 +179,11 @@ pub async fn events(client: &Client, ns: &str, stored: &Stored) -> Result<Events
             by_rule.entry((uid.clone(), r.clone())).or_default().0 += 1;
         }
     }
-    for ((uid, note), n) in &seen {
+    // Distinct notes: a repeated note (an Event series) stands for one
+    // violation, whatever its count.
+    for (uid, note) in seen.keys() {
         let rule = note.split(": ").next().unwrap_or("").to_string();
-        by_rule.entry((uid.clone(), rule)).or_default().1 += n;
+        by_rule.entry((uid.clone(), rule)).or_default().1 += 1;
     }
     let missing = by_rule
         .values()
