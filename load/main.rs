@@ -106,9 +106,9 @@ async fn settle(c: &Controller, cfg: &Config, min: Duration) -> Result<(Snap, bo
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = snap(c).await?;
-        // Pod watch events and report writes: Events alone (a node's
-        // NodeNotReady, the controller's own Warnings) change no verdict.
-        let moved = s.pod_events() != last.pod_events() || s.writes() != last.writes();
+        let moved = s.pod_events() != last.pod_events()
+            || s.writes() != last.writes()
+            || s.all_events() != last.all_events();
         if moved {
             still_since = Instant::now();
         }
