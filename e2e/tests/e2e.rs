@@ -167,6 +167,7 @@ async fn t01_apps_after_sidecars_startup_verified_and_kubectl_columns() {
             "SIDECARS",
             "STARTUP",
             "SHUTDOWN",
+            "KUBELET",
             "VIOLATIONS",
             "PROBE-FAILURES",
             "RESTARTS",
@@ -187,11 +188,18 @@ async fn t01_apps_after_sidecars_startup_verified_and_kubectl_columns() {
             "2",
             "Verified",
             "Pending",
+            // The node's kubelet, e.g. v1.34.4: checked below.
+            "",
             "0",
             "0",
             "0",
         ];
-        for (i, e) in expect.iter().enumerate() {
+        ensure!(
+            row[5].starts_with("v1."),
+            "column KUBELET is {:?}, want the node's kubelet version (row {row:?})",
+            row[5]
+        );
+        for (i, e) in expect.iter().enumerate().filter(|(i, _)| *i != 5) {
             ensure!(
                 row[i] == *e,
                 "column {} is {:?}, want {:?} (row {row:?})",
