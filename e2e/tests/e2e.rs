@@ -208,7 +208,7 @@ async fn t01_apps_after_sidecars_startup_verified_and_kubectl_columns() {
                 e
             );
         }
-        let age = &row[8];
+        let age = &row[want.len() - 1];
         ensure!(
             age.chars().next().is_some_and(|c| c.is_ascii_digit())
                 && age.ends_with(['s', 'm', 'h', 'd']),
