@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
 use sidecar_order::analyze::{analyze, analyze_on};
 use sidecar_order::cli::exit_code;
+use sidecar_order::controller::store::Store;
 use sidecar_order::input;
 use sidecar_order::judge::Config;
 use sidecar_order::kubelet::KubeletVersion;
@@ -165,17 +166,15 @@ fn fixture(name: &str) -> (Vec<Pod>, Vec<Event>) {
 
 /// A stuck sidecar is measured against node times only (the judgement takes
 /// no clock, so the controller never re-judges on a timer): its report says
-/// how long it was allowed, not a number that grows.
+/// how long it was allowed, not a number that grows, and seeing the pod
+/// again later rewrites nothing.
 #[test]
 fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
     let (pods, events) = fixture("rule-sidecar-outlived-app");
-    let at = || {
-        analyze(&pods, &events, &Config::default())
-            .unwrap()
-            .remove(0)
-            .report
-    };
-    let later = at();
+    let later = analyze(&pods, &events, &Config::default())
+        .unwrap()
+        .remove(0)
+        .report;
     assert!(
         later
             .violations
@@ -183,7 +182,17 @@ fn a_stuck_sidecar_report_does_not_move_with_the_clock() {
             .any(|v| v.rule.id() == "sidecar-outlived-app"),
         "{later:#?}"
     );
-    assert_eq!(at(), later);
+    // The controller sees the stuck pod again minutes later: its report is
+    // not rewritten (nothing in it moves with the controller's clock).
+    let mut store = Store::new(Config::default());
+    for p in &pods {
+        store.pod_applied(p, 1_000);
+    }
+    for e in &events {
+        store.event_applied(e, 1_000);
+    }
+    let again = store.pod_applied(pods.last().unwrap(), 1_000 + 600);
+    assert!(again.is_empty(), "rewritten 10 min later: {again:#?}");
     // Also the wording: how long it ran is not a number that grows.
     let v = &later.violations[0];
     // The limit is the grace period (30 s) plus --outlive-seconds (30 s):

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
-use sidecar_order::controller::ledger::Ledger;
+use sidecar_order::controller::ledger::{Ledger, status_hash};
 use sidecar_order::controller::store::{Store, Update};
 use sidecar_order::judge::Config;
 use sidecar_order::model::ProbeKind;
@@ -105,10 +105,11 @@ fn totals(ledger: &mut Ledger, updates: &[Update]) -> HashMap<String, u64> {
     let mut t = HashMap::new();
     for u in updates {
         let key = (u.namespace.clone(), u.report_name.clone());
-        if ledger.holds(&key, &u.spec, &u.status) {
+        let hash = status_hash(&u.spec, &u.status);
+        if ledger.holds(&key, hash) {
             continue;
         }
-        let inc = ledger.record(&key, &u.spec, &u.status);
+        let inc = ledger.record(&key, hash, &u.status);
         for v in &inc.violations {
             *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id()))
                 .or_default() += 1;
@@ -264,8 +265,7 @@ fn a_restarted_controller_counts_nothing_twice() {
     assert!(
         current.iter().all(|u| ledger.holds(
             &(u.namespace.clone(), u.report_name.clone()),
-            &u.spec,
-            &u.status
+            status_hash(&u.spec, &u.status)
         )),
         "a takeover would rewrite a stored report"
     );

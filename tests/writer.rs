@@ -5,6 +5,7 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
+use sidecar_order::controller::ledger::status_hash;
 use sidecar_order::controller::metrics::{Metrics, WRITE_RESULTS};
 use sidecar_order::controller::store::{Update, Workload};
 use sidecar_order::controller::writer::{
@@ -180,11 +181,17 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
         handle
     });
     let u = update(Verdict::Violated, vec![violation()]);
-    let inc = w.apply_report(&u, false).await.unwrap();
+    let inc = w
+        .apply_report(&u, status_hash(&u.spec, &u.status), false)
+        .await
+        .unwrap();
     w.record_violations(&u, &inc.violations).await.unwrap();
     // The same violation again: stored already, so not announced again.
     let u2 = update(Verdict::Verified, vec![violation()]);
-    let inc = w.apply_report(&u2, false).await.unwrap();
+    let inc = w
+        .apply_report(&u2, status_hash(&u2.spec, &u2.status), false)
+        .await
+        .unwrap();
     assert!(inc.violations.is_empty(), "{inc:?}");
     w.record_violations(&u2, &inc.violations).await.unwrap();
     let mut handle = server.await.unwrap();
@@ -205,6 +212,21 @@ struct Running {
 impl Running {
     async fn send(&self, work: Work) {
         self.tx.send(Msg::Work(work)).await.unwrap();
+    }
+
+    /// `sidecar_order_violations_total` of `violation()` on `update()`'s pod.
+    fn violations_counted(&self) -> u64 {
+        self.metrics
+            .violations
+            .with_label_values(&[
+                "shop",
+                "sidecar-stopped-before-app",
+                "Error",
+                "Deployment",
+                "web",
+                "unknown",
+            ])
+            .get()
     }
 
     fn count(&self, result: &str) -> u64 {
@@ -661,18 +683,7 @@ async fn a_new_leader_writes_nothing_the_stored_reports_hold() {
     let mut r = handover(vec![update(Verdict::Violated, vec![violation()])]).await;
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     assert_eq!(r.count("written"), 0);
-    let violations: u64 = r
-        .metrics
-        .violations
-        .with_label_values(&[
-            "shop",
-            "sidecar-stopped-before-app",
-            "Error",
-            "Deployment",
-            "web",
-            "unknown",
-        ])
-        .get();
+    let violations = r.violations_counted();
     assert_eq!(violations, 0);
     stop(r).await;
 }
@@ -688,18 +699,7 @@ async fn a_new_leader_announces_and_counts_what_the_report_lacks() {
     let ev = expect(&mut r.handle, "POST", EVENTS).await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
     r.counted(&[("written", 1)]).await;
-    let violations: u64 = r
-        .metrics
-        .violations
-        .with_label_values(&[
-            "shop",
-            "sidecar-stopped-before-app",
-            "Error",
-            "Deployment",
-            "web",
-            "unknown",
-        ])
-        .get();
+    let violations = r.violations_counted();
     assert_eq!(violations, 1);
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     stop(r).await;

@@ -33,29 +33,28 @@ impl Ledger {
         );
     }
 
-    /// Whether the API server holds exactly this status already.
-    pub fn holds(&self, key: &(String, String), spec: &ReportSpec, status: &ReportStatus) -> bool {
-        self.reports
-            .get(key)
-            .is_some_and(|d| d.status_hash == status_hash(spec, status))
+    /// Whether the API server holds exactly the status of this hash
+    /// (`status_hash`) already.
+    pub fn holds(&self, key: &(String, String), hash: u64) -> bool {
+        self.reports.get(key).is_some_and(|d| d.status_hash == hash)
     }
 
-    /// A write of this status succeeded: what it added to the counts.
+    /// A write of `status` (of hash `hash`) succeeded: what it added to the
+    /// counts.
     pub fn record(
         &mut self,
         key: &(String, String),
-        spec: &ReportSpec,
+        hash: u64,
         status: &ReportStatus,
     ) -> Increments {
-        match self.reports.get_mut(key) {
-            Some(d) => d.record(spec, status).unwrap_or_default(),
-            None => {
-                let mut d = Digest::default();
-                let inc = d.record(spec, status).unwrap_or_default();
-                self.reports.insert(key.clone(), d);
-                inc
-            }
+        let d = self.reports.entry(key.clone()).or_default();
+        if d.status_hash == hash {
+            return Increments::default();
         }
+        let inc = count(d, &status.report);
+        d.status_hash = hash;
+        d.ended = status.pod_ended_at.is_some();
+        inc
     }
 
     /// Whether the report is known to exist (stored, or written by us).
@@ -103,7 +102,7 @@ fn violation_key(v: &Violation) -> u64 {
 }
 
 /// A hash of the JSON the writer sends, computed without building it.
-pub(crate) fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
+pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     struct HashWriter(DefaultHasher);
     impl std::io::Write for HashWriter {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -123,19 +122,6 @@ pub(crate) fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
 }
 
 impl Digest {
-    /// Records a newly judged report: None when its status is the one last
-    /// recorded (nothing to write), else what it adds to the counts.
-    pub fn record(&mut self, spec: &ReportSpec, status: &ReportStatus) -> Option<Increments> {
-        let hash = status_hash(spec, status);
-        if hash == self.status_hash {
-            return None;
-        }
-        let inc = count(self, &status.report);
-        self.status_hash = hash;
-        self.ended = status.pod_ended_at.is_some();
-        Some(inc)
-    }
-
     /// What a stored report already recorded (loaded at start-up).
     pub fn from_status(spec: &ReportSpec, s: &ReportStatus) -> Digest {
         let r = &s.report;

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::{WatchStreamExt, wait};
 use kube::{Client, CustomResourceExt};
@@ -139,23 +139,16 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
 /// promises (one warning) and watches no nodes.
 async fn preload_nodes(client: &Client, store: &mut Store) -> Result<bool, kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
-    let mut lp = ListParams::default().limit(writer::LIST_PAGE);
-    loop {
-        match api.list(&lp).await {
-            Ok(page) => {
-                for n in &page.items {
-                    store.node_applied(n);
-                }
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(token) => lp = lp.continue_token(&token),
-                    None => return Ok(true),
-                }
-            }
-            Err(e) if transient(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list nodes: reports carry no kubelet version and are judged by the latest kubelet's promises (grant get/list/watch on nodes)");
-                return Ok(false);
-            }
+    match writer::list_paged(&api, |n| {
+        store.node_applied(&n);
+    })
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if transient(&e) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list nodes: reports carry no kubelet version and are judged by the latest kubelet's promises (grant get/list/watch on nodes)");
+            Ok(false)
         }
     }
 }

@@ -11,7 +11,7 @@
 //! reports at once, each call under a timeout, each report retried on its
 //! own backoff.
 
-use crate::controller::ledger::{Increments, Ledger};
+use crate::controller::ledger::{Increments, Ledger, status_hash};
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Key, Outcome, Queue};
 use crate::controller::store::Update;
@@ -211,7 +211,12 @@ impl ReportWriter {
     /// Server-side applies the report's spec (when it is not known to
     /// exist, or `recreate`) and status; once stored, what the status adds
     /// to the ledger (the increments to count and announce).
-    pub async fn apply_report(&self, u: &Update, recreate: bool) -> Result<Increments, WriteError> {
+    pub async fn apply_report(
+        &self,
+        u: &Update,
+        hash: u64,
+        recreate: bool,
+    ) -> Result<Increments, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -241,7 +246,7 @@ impl ReportWriter {
             api.patch_status(name, &pp, &patch),
         )
         .await?;
-        Ok(self.ledger().record(&key, &u.spec, &u.status))
+        Ok(self.ledger().record(&key, hash, &u.status))
     }
 
     /// A Warning Event on the pod for each violation its report shows for
@@ -370,17 +375,18 @@ impl ReportWriter {
             Work::Apply(o) => o,
         };
         let u = &o.update;
-        if self.ledger().holds(&key, &u.spec, &u.status) {
+        let hash = status_hash(&u.spec, &u.status);
+        if self.ledger().holds(&key, hash) {
             // The API server holds this status already: nothing to write.
             return Outcome::Done;
         }
         let ended = u.status.pod_ended_at.is_some();
-        let (result, inc) = match self.apply_report(u, false).await {
+        let (result, inc) = match self.apply_report(u, hash, false).await {
             Ok(inc) => ("written", inc),
             // Deleted behind our back: create it again, unless nothing
             // more will ever be written to it.
             Err(e) if e.not_found(Call::ApplyStatus) && !ended => {
-                match self.apply_report(u, true).await {
+                match self.apply_report(u, hash, true).await {
                     Ok(inc) => ("recreated", inc),
                     Err(e) => return self.failed(e, Work::Apply(o)),
                 }
@@ -450,24 +456,33 @@ pub async fn list_reports(
     };
     let mut n = 0;
     for api in apis {
-        let mut lp = ListParams::default().limit(LIST_PAGE);
-        loop {
-            let page = api.list(&lp).await?;
-            for r in page.items {
-                n += 1;
-                each(r);
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => lp = lp.continue_token(&token),
-                None => break,
-            }
-        }
+        n += list_paged(&api, &mut each).await?;
     }
     Ok(n)
 }
 
-/// Reports per page when the stored reports are read.
+/// Objects per page of a list.
 pub const LIST_PAGE: u32 = 500;
+
+/// Every object `api` lists, `LIST_PAGE` at a time; how many.
+pub async fn list_paged<K>(api: &Api<K>, mut each: impl FnMut(K)) -> Result<usize, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut n = 0;
+    let mut lp = ListParams::default().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        for obj in page.items {
+            n += 1;
+            each(obj);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(n),
+        }
+    }
+}
 
 /// The ledger of the stored reports, read again (a takeover).
 async fn read_ledger(client: Client, namespaces: Vec<String>) -> Result<Ledger, kube::Error> {
@@ -485,9 +500,10 @@ async fn read_ledger(client: Client, namespaces: Vec<String>) -> Result<Ledger, 
     Ok(ledger)
 }
 
-/// What a takeover queues once the stored reports are read: the reports
-/// that differ from the stored ones, and a close for every stored live
-/// report whose pod this replica does not know.
+/// What a takeover queues once the stored reports are read: every report
+/// of the index (those the stored reports hold already are not written),
+/// and a close for every stored live report whose pod this replica does
+/// not know.
 fn takeover_work(ledger: &Ledger, reports: Vec<Update>, now: Instant, at: i64) -> Vec<Work> {
     let known: HashSet<Key> = reports
         .iter()
@@ -502,23 +518,13 @@ fn takeover_work(ledger: &Ledger, reports: Vec<Update>, now: Instant, at: i64) -
             at,
         })
         .collect();
-    out.extend(
-        reports
-            .into_iter()
-            .filter(|u| {
-                !ledger.holds(
-                    &(u.namespace.clone(), u.report_name.clone()),
-                    &u.spec,
-                    &u.status,
-                )
-            })
-            .map(|update| {
-                Work::Apply(Outgoing {
-                    update,
-                    seen_at: now.into_std(),
-                })
-            }),
-    );
+    // Those the stored reports hold already are skipped when written.
+    out.extend(reports.into_iter().map(|update| {
+        Work::Apply(Outgoing {
+            update,
+            seen_at: now.into_std(),
+        })
+    }));
     out
 }
 
@@ -602,7 +608,7 @@ pub async fn run(
                     Ok(Ok(ledger)) => {
                         let now = Instant::now();
                         let work = takeover_work(&ledger, takeover.take().unwrap_or_default(), now, Timestamp::now().as_second());
-                        tracing::info!(stored = ledger.len(), to_write = work.len(), "took over: stored reports read");
+                        tracing::info!(stored = ledger.len(), queued = work.len(), "took over: stored reports read");
                         *writer.ledger() = ledger;
                         for w in work {
                             queue.push(w);
