@@ -57,6 +57,19 @@ impl Ledger {
         inc
     }
 
+    /// The violations of `status` that the stored report does not hold yet
+    /// (what its write will announce).
+    pub fn new_violations(&self, key: &(String, String), status: &ReportStatus) -> Vec<Violation> {
+        let held = self.reports.get(key);
+        status
+            .report
+            .violations
+            .iter()
+            .filter(|v| held.is_none_or(|d| !d.violations.contains(&violation_key(v))))
+            .cloned()
+            .collect()
+    }
+
     /// Whether the report is known to exist (stored, or written by us).
     pub fn contains(&self, key: &(String, String)) -> bool {
         self.reports.contains_key(key)

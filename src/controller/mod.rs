@@ -1,6 +1,7 @@
 //! The in-cluster operator: watches -> `store` (sans-IO index and judge) ->
 //! `metrics` and `writer` (reports, pod Events). `run` wires them together.
 
+pub mod events;
 pub mod gc;
 pub mod lease;
 pub mod ledger;

@@ -11,6 +11,7 @@
 //! reports at once, each call under a timeout, each report retried on its
 //! own backoff.
 
+use crate::controller::events;
 use crate::controller::ledger::{Increments, Ledger, status_hash};
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Key, Outcome, Queue};
@@ -18,10 +19,9 @@ use crate::controller::store::Update;
 use crate::crd::{FIELD_MANAGER, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
 use std::collections::HashSet;
@@ -35,8 +35,7 @@ use tokio::time::Instant;
 pub use crate::controller::queue::{Outgoing, Work};
 use crate::controller::store::close_unseen;
 
-/// The reason of the Events recorded on pods.
-pub const EVENT_REASON: &str = "SidecarOrderViolation";
+pub use crate::controller::events::EVENT_REASON;
 
 /// The API calls the writer makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +140,8 @@ impl Default for WriterConfig {
 
 pub struct ReportWriter {
     client: Client,
-    recorder: Recorder,
+    /// The `reportingInstance` of its Events.
+    instance: String,
     metrics: Metrics,
     call_timeout: Duration,
     /// What the stored reports hold.
@@ -152,12 +152,8 @@ pub struct ReportWriter {
 
 impl ReportWriter {
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: "sidecar-order".into(),
-            instance,
-        };
         ReportWriter {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.unwrap_or_else(|| events::REPORTING_CONTROLLER.into()),
             client,
             metrics,
             call_timeout: WriterConfig::default().call_timeout,
@@ -249,37 +245,33 @@ impl ReportWriter {
         Ok(self.ledger().record(&key, hash, &u.status))
     }
 
-    /// A Warning Event on the pod for each violation its report shows for
-    /// the first time.
+    /// A Warning Event on the pod for each violation, named after it
+    /// (`events::event_name`): one that exists already was announced by an
+    /// earlier write, ours or another replica's, and is left as it is.
     pub async fn record_violations(
         &self,
         u: &Update,
         violations: &[crate::report::Violation],
     ) -> Result<(), WriteError> {
-        let pod = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(u.pod_name.clone()),
-            namespace: Some(u.namespace.clone()),
-            uid: Some(u.pod_uid.clone()),
-            ..Default::default()
-        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &u.namespace);
         for v in violations {
-            let ev = KEvent {
-                type_: EventType::Warning,
-                reason: EVENT_REASON.into(),
-                note: Some(
-                    format!("{}: {}", v.rule.id(), v.message)
-                        .chars()
-                        .take(1000)
-                        .collect(),
-                ),
-                action: "JudgeOrdering".into(),
-                secondary: None,
-            };
-            let publish = self.recorder.publish(&ev, &pod);
-            self.call(Call::Event, &u.namespace, &u.pod_name, publish)
-                .await?;
+            let ev = events::violation_event(u, v, &self.instance, Timestamp::now());
+            match self
+                .call(
+                    Call::Event,
+                    &u.namespace,
+                    &u.pod_name,
+                    api.create(&PostParams::default(), &ev),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(WriteError::Api {
+                    source: kube::Error::Api(ref s),
+                    ..
+                }) if s.code == 409 => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -381,6 +373,15 @@ impl ReportWriter {
             return Outcome::Done;
         }
         let ended = u.status.pod_ended_at.is_some();
+        // Announced before the write that stores them: a crash between the
+        // two announces them again under the same names (nothing doubled),
+        // where the other order would lose them. A failed Event is counted,
+        // not retried: the report lists the violation.
+        let new = self.ledger().new_violations(&key, &u.status);
+        if let Err(e) = self.record_violations(u, &new).await {
+            self.count("event_error");
+            tracing::warn!(error = %e, "recording a violation Event failed");
+        }
         let (result, inc) = match self.apply_report(u, hash, false).await {
             Ok(inc) => ("written", inc),
             // Deleted behind our back: create it again, unless nothing
@@ -399,11 +400,6 @@ impl ReportWriter {
         self.metrics
             .report_latency
             .observe(o.seen_at.elapsed().as_secs_f64());
-        // A failed pod Event is counted, not retried: the report lists it.
-        if let Err(e) = self.record_violations(u, &inc.violations).await {
-            self.count("event_error");
-            tracing::warn!(error = %e, "recording a violation Event failed");
-        }
         Outcome::Done
     }
 
