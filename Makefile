@@ -5,7 +5,7 @@ CARGO ?= cargo
 STATE ?= $(or $(SIDECAR_ORDER_STATE),/tmp/sidecar-order-cluster)
 export KUBECONFIG ?= $(STATE)/kubeconfig
 
-.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin load chaos
+.PHONY: build test e2e check lint fmt bench fuzz crds cluster-up cluster-down cluster-smoke image deploy undeploy run demo print-kubectl chart-check install-plugin load chaos e2e-matrix
 
 build:
 	$(CARGO) build --release --locked
@@ -48,6 +48,12 @@ test:
 # 1-11, cluster down (KEEP_CLUSTER=1 leaves it running). See e2e/run.sh.
 e2e:
 	bash e2e/run.sh
+
+# The live suite on every kubelet release from 1.29 to 1.37 (each build
+# cached by version), one table; MATRIX_VERSIONS="v1.29.6 v1.37.2" for some.
+# See e2e/matrix.sh.
+e2e-matrix:
+	bash e2e/matrix.sh
 
 # The load harness (issue 12): kwok fake nodes on the local cluster (started
 # when it is not running), the controller as a process here (default: the

@@ -25,9 +25,14 @@ all_present() {
   [[ -f $STAMP ]] || return 1
   local b; for b in "${BINS[@]}"; do [[ -x $CACHE_BIN/$b ]] || return 1; done
 }
+# A kubelet of another release than the control plane: built alone.
+other_kubelet() {
+  [[ $KUBELET_VERSION == "$K8S_VERSION" ]] || bash "$CLUSTER_DIR/build-kubelet.sh"
+}
 if all_present; then
   log "build: binaries for $K8S_VERSION already in $CACHE_BIN (stamp $STAMP); skipping"
   ensure_crictl
+  other_kubelet
   exit 0
 fi
 
@@ -93,3 +98,4 @@ el=$(( $(date +%s) - start ))
 log "build: done in ${el}s ($((el/60))m$((el%60))s); binaries in $CACHE_BIN"
 "$CACHE_BIN/kubelet" --version >&2 || true
 ensure_crictl
+other_kubelet

@@ -22,6 +22,14 @@
 #                                  passes; deleted while initialising.
 #   onfailure-app-retry            restartPolicy OnFailure; the app exits 1, then 0;
 #                                  captured once the pod Succeeded.
+#   bug-125880                     kubernetes#125880's pod (conformance's
+#                                  deletion-during-init): 3 sidecars, the second's
+#                                  startupProbe never passes, so the third never
+#                                  starts; deleted while initialising. Saved as
+#                                  real-kubelet-<node's kubelet version>-bug-125880
+#                                  (not in the default set: a fixed kubelet shows
+#                                  nothing new; run it on an affected one, e.g.
+#                                  KUBELET_VERSION=v1.29.6 K8S_VERSION=v1.30.14).
 #
 # Needs the local cluster (make cluster-up). Uses its own namespace
 # ($CAPTURE_NS, default sidecar-order-capture), recreated at the start and
@@ -326,6 +334,57 @@ YAML
   release $name
 }
 
+# ---------------------------------------------------------------- d2. kubernetes#125880
+cap_bug_125880() {
+  local name=real-bug-125880 kv
+  kv=$(kc get nodes -o jsonpath='{.items[0].status.nodeInfo.kubeletVersion}') || fail "reading the node's kubelet version"
+  create $name <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $name
+  finalizers: ["$FINALIZER"]
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 30
+  initContainers:
+  - name: first-sidecar
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
+  - name: second-sidecar
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
+    startupProbe:
+      exec:
+        command: ["cat", "/tmp/never"]
+      periodSeconds: 1
+      failureThreshold: 600
+  - name: third-sidecar
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
+  containers:
+  - name: app
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo started; sleep infinity & wait"]
+YAML
+  wait_pod $name 120 "second-sidecar running (its startup probe failing)" '
+    .status.initContainerStatuses[1].state.running != null'
+  sleep 5
+  summary $name
+  log "capture: $name: deleting while it initialises (kubelet $kv)"
+  k delete pod $name --wait=false >/dev/null
+  wait_pod $name 90 "every container terminated (final status)" "$FINAL"
+  save $name "kubelet-$kv-bug-125880"
+  release $name
+}
+
 # ---------------------------------------------------------------- e. OnFailure, the app retried
 cap_onfailure_app_retry() {
   local name=real-onfailure-app-retry
@@ -370,7 +429,8 @@ for s in "${todo[@]}"; do
     grace-spent-two-sidecars) cap_grace_spent_two_sidecars ;;
     delete-during-init) cap_delete_during_init ;;
     onfailure-app-retry) cap_onfailure_app_retry ;;
-    *) die "capture: unknown situation $s (one of: ${ALL[*]})" ;;
+    bug-125880) cap_bug_125880 ;;
+    *) die "capture: unknown situation $s (one of: ${ALL[*]} bug-125880)" ;;
   esac
 done
 log "capture: done: ${todo[*]}"

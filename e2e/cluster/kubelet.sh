@@ -24,7 +24,9 @@ kubelet_cmd() {
   local node_ip
   node_ip=$(cat "$STATE/NODE_IP" 2>/dev/null) || die "kubelet: $STATE/NODE_IP missing; run up.sh first"
   [[ -f $STATE/kubelet/config.yaml ]] || die "kubelet: $STATE/kubelet/config.yaml missing; run up.sh first"
-  KUBELET_CMD=("$CACHE_BIN/kubelet"
+  local bin=$KUBELET_BIN
+  [[ -s $STATE/KUBELET_BIN ]] && bin=$(cat "$STATE/KUBELET_BIN")
+  KUBELET_CMD=("$bin"
     --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig"
     --root-dir "$STATE/kubelet/root" --cert-dir "$STATE/kubelet/pki"
     --hostname-override "$NODE_NAME" --node-ip "$node_ip" --v=2)

@@ -9,6 +9,14 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 CACHE_ROOT=${SIDECAR_ORDER_CACHE:-$HOME/.cache/sidecar-order}
 CACHE=$CACHE_ROOT/k8s-$K8S_VERSION
 CACHE_BIN=$CACHE/bin
+# The kubelet may be another (older) release than the control plane: the
+# version-skew policy allows three minors. build-kubelet.sh builds it alone.
+KUBELET_VERSION=${KUBELET_VERSION:-$K8S_VERSION}
+if [[ $KUBELET_VERSION == "$K8S_VERSION" ]]; then
+  KUBELET_BIN=$CACHE_BIN/kubelet
+else
+  KUBELET_BIN=$CACHE_ROOT/kubelet-$KUBELET_VERSION/bin/kubelet
+fi
 STATE=${SIDECAR_ORDER_STATE:-/tmp/sidecar-order-cluster}
 KUBECONFIG_OUT=$STATE/kubeconfig
 LOGS=$STATE/logs

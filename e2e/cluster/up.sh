@@ -13,6 +13,7 @@ READY_TIMEOUT=${SIDECAR_ORDER_READY_TIMEOUT:-180}
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
   [[ -x $CACHE_BIN/$b ]] || die "up: $CACHE_BIN/$b missing; run: bash e2e/cluster/build.sh"
 done
+[[ -x $KUBELET_BIN ]] || die "up: $KUBELET_BIN missing; run: KUBELET_VERSION=$KUBELET_VERSION bash e2e/cluster/build-kubelet.sh"
 for b in containerd containerd-shim-runc-v2 ctr runc openssl python3 findmnt; do
   command -v "$b" >/dev/null || die "up: $b missing; run: bash e2e/cluster/deps.sh"
 done
@@ -29,8 +30,13 @@ fi
 if $any_alive && [[ -f $STATE/K8S_VERSION && "$(cat "$STATE/K8S_VERSION")" != "$K8S_VERSION" ]]; then
   die "up: a cluster of $(cat "$STATE/K8S_VERSION") is running from $STATE; run down.sh first"
 fi
+if $any_alive && [[ -s $STATE/KUBELET_BIN && "$(cat "$STATE/KUBELET_BIN")" != "$KUBELET_BIN" ]]; then
+  die "up: a cluster with the kubelet $(cat "$STATE/KUBELET_BIN") is running from $STATE; run down.sh first"
+fi
 mkdir -p "$STATE" "$LOGS" "$PIDS" "$CERTS" "$STATE/cni" "$STATE/kubelet" "$STATE/etcd"
 echo "$K8S_VERSION" > "$STATE/K8S_VERSION"
+# kubelet.sh (node reboots) starts the same kubelet binary again.
+echo "$KUBELET_BIN" > "$STATE/KUBELET_BIN"
 
 HOST_IP=${SIDECAR_ORDER_HOST_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)}
 [[ -n $HOST_IP ]] || HOST_IP=$(hostname -I 2>/dev/null | awk '{print $1}')
@@ -357,5 +363,5 @@ until kc -n default get serviceaccount default >/dev/null 2>&1; do
   sleep 1
 done
 
-log "up: cluster ready in $(( $(date +%s) - START ))s: node $NODE_NAME Ready, Kubernetes $K8S_VERSION"
+log "up: cluster ready in $(( $(date +%s) - START ))s: node $NODE_NAME Ready, Kubernetes $K8S_VERSION, kubelet $KUBELET_VERSION"
 log "up: export KUBECONFIG=$KUBECONFIG_OUT   (logs: $LOGS, pids: $PIDS)"
