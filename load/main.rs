@@ -19,6 +19,7 @@
 mod controller;
 mod pods;
 mod prom;
+mod restart_diff;
 mod verify;
 
 use controller::{Controller, ProcSample};
@@ -106,9 +107,9 @@ async fn settle(c: &Controller, cfg: &Config, min: Duration) -> Result<(Snap, bo
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = snap(c).await?;
-        let moved = s.pod_events() != last.pod_events()
-            || s.writes() != last.writes()
-            || s.all_events() != last.all_events();
+        // Pod watch events and report writes: Events alone (a node's
+        // NodeNotReady, the controller's own Warnings) change no verdict.
+        let moved = s.pod_events() != last.pod_events() || s.writes() != last.writes();
         if moved {
             still_since = Instant::now();
         }
@@ -324,6 +325,9 @@ async fn run(bin: String) -> Result<bool, String> {
     let hwm = s3.proc.hwm_kib.max(peak_rss);
 
     // Restart.
+    let before_restart = restart_diff::statuses(&client, &cfg.ns)
+        .await
+        .map_err(|e| format!("listing reports: {e}"))?;
     eprintln!("load: restarting the controller (SIGTERM, start, /readyz)");
     let stop_took = ctl.stop(Duration::from_secs(30)).await;
     let ready_in = ctl.start(Duration::from_secs(600)).await?;
@@ -333,6 +337,10 @@ async fn run(bin: String) -> Result<bool, String> {
         ready_in.as_secs_f64()
     );
     let (s4, settled4) = settle(&ctl, &cfg, Duration::from_secs(10)).await?;
+    let rewritten = restart_diff::statuses(&client, &cfg.ns)
+        .await
+        .map(|after| restart_diff::summary(&before_restart, &after))
+        .map_err(|e| format!("listing reports: {e}"))?;
 
     eprintln!("load: checking every pod's report against its labels");
     // A copy of the book: verification awaits, and the lock must not be held.
@@ -449,6 +457,7 @@ async fn run(bin: String) -> Result<bool, String> {
                 s4.pod_events()
             ),
         ),
+        ("what the restart rewrote".into(), rewritten),
         (
             "verdicts that differ from the labels".into(),
             format!(

@@ -1,0 +1,98 @@
+//! What a controller restart rewrote: the stored reports' statuses just
+//! before the restart against the same reports once the new process
+//! settled, as the JSON paths that changed and how many reports each
+//! changed in (a restart where nothing happened should rewrite nothing).
+
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::{Api, Client};
+use serde_json::Value;
+use sidecar_order::crd::SidecarOrderReport;
+use std::collections::{BTreeMap, HashMap};
+
+/// Each report's status, by name.
+pub async fn statuses(client: &Client, ns: &str) -> Result<HashMap<String, Value>, kube::Error> {
+    let ar = ApiResource::erase::<SidecarOrderReport>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let mut out = HashMap::new();
+    let mut lp = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&lp).await?;
+        for r in page.items {
+            if let Some(name) = r.metadata.name.clone() {
+                out.insert(name, r.data["status"].clone());
+            }
+        }
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The leaf paths where `a` and `b` differ (array indices as `[]`).
+fn diff(a: &Value, b: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                diff(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
+                path.truncate(len);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            let len = path.len();
+            path.push_str("[]");
+            for (p, q) in x.iter().zip(y) {
+                diff(p, q, path, out);
+            }
+            path.truncate(len);
+        }
+        _ if a != b => out.push(path.clone()),
+        _ => {}
+    }
+}
+
+/// How many reports changed, and per changed path how many reports, most
+/// first, with one example (before -> after) each.
+pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) -> String {
+    let mut changed = 0;
+    let mut by_path: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (name, b) in before {
+        let Some(a) = after.get(name) else { continue };
+        if a == b {
+            continue;
+        }
+        changed += 1;
+        let mut paths = Vec::new();
+        diff(b, a, &mut String::from("status"), &mut paths);
+        paths.dedup();
+        for p in paths {
+            let e = by_path.entry(p).or_insert((0, String::new()));
+            e.0 += 1;
+            if e.1.is_empty() {
+                e.1 = name.clone();
+            }
+        }
+    }
+    if changed == 0 {
+        return "0 reports changed".into();
+    }
+    let mut v: Vec<_> = by_path.into_iter().collect();
+    v.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    let top: Vec<String> = v
+        .iter()
+        .take(6)
+        .map(|(p, (n, ex))| format!("{p} in {n} (e.g. {ex})"))
+        .collect();
+    format!("{changed} reports changed: {}", top.join("; "))
+}
