@@ -49,7 +49,7 @@ for v in ${MATRIX_VERSIONS:-}; do
     { echo "e2e-matrix: $v is not a row (kubelets: $(printf '%s\n' "${ROWS[@]}" | awk '{printf "%s ", $1}'))" >&2; exit 2; }
 done
 
-TABLE=("$(printf '| %-9s | %-13s | %-5s | %-6s | %-6s | %-7s | %s' kubelet "control plane" suite passed failed time result)"
+TABLE=("$(printf '| %-9s | %-13s | %-5s | %-6s | %-6s | %-7s | %s |' kubelet "control plane" suite passed failed time result)"
   "| --------- | ------------- | ----- | ------ | ------ | ------- | ------ |")
 status=0
 for row in "${ROWS[@]}"; do
