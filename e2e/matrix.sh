@@ -8,7 +8,8 @@
 # plane, within the version-skew policy (a kubelet at most three minors
 # older than the API server, never newer): 1.29-1.30 on v1.30.14, 1.31-1.34
 # on v1.34.4 (the default cluster), 1.35-1.37 on v1.37.2. Each build is
-# cached by version (e2e/cluster/build.sh, build-kubelet.sh).
+# cached by version (e2e/cluster/build.sh, build-kubelet.sh). A running
+# local cluster ($STATE, e.g. from make cluster-up) is taken down first.
 #
 # Suites: "full" is make e2e without its load pass (kwok pods do not depend
 # on the kubelet); "smoke" is the node smoke test, the article's scenarios
@@ -59,6 +60,10 @@ for row in "${ROWS[@]}"; do
   log=$LOGDIR/$kv.log
   printf '\n\033[1m== e2e-matrix: kubelet %s, control plane %s, suite %s (log: %s)\033[0m\n' "$kv" "$cp" "$suite" "$log"
   t0=$(date +%s) rc=0
+  # Each row starts its own cluster: the local cluster ($STATE) of another
+  # row or of make cluster-up is taken down first.
+  make --no-print-directory cluster-down >"$LOGDIR/$kv.down.log" 2>&1 ||
+    { echo "e2e-matrix: make cluster-down failed (log: $LOGDIR/$kv.down.log)" >&2; exit 1; }
   K8S_VERSION=$cp KUBELET_VERSION=$kv E2E_SUITE=$suite E2E_SKIP_LOAD=1 E2E_LOG=$log \
     bash e2e/run.sh > "$LOGDIR/$kv.out" 2>&1 || rc=$?
   el=$(( $(date +%s) - t0 ))

@@ -205,6 +205,11 @@ if command -v iptables >/dev/null; then
 fi
 
 # ---------------------------------------------------------------- controller-manager, scheduler
+# No cloud here: the cloud node lifecycle controller is turned off where the
+# release still has it (1.37 removed it and refuses its name).
+kcm_controllers='*'
+kcm_help=$("$CACHE_BIN/kube-controller-manager" --help 2>&1 || true)
+grep -q cloud-node-lifecycle <<<"$kcm_help" && kcm_controllers='*,-cloud-node-lifecycle'
 start kube-controller-manager "$CACHE_BIN/kube-controller-manager" \
   --kubeconfig "$STATE/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
@@ -212,7 +217,7 @@ start kube-controller-manager "$CACHE_BIN/kube-controller-manager" \
   --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
   --service-account-private-key-file "$CERTS/sa.key" --root-ca-file "$CERTS/ca.crt" \
   --cluster-signing-cert-file "$CERTS/ca.crt" --cluster-signing-key-file "$CERTS/ca.key" \
-  --service-cluster-ip-range "$SERVICE_CIDR" --controllers '*,-cloud-node-lifecycle' --v=1
+  --service-cluster-ip-range "$SERVICE_CIDR" --controllers "$kcm_controllers" --v=1
 start kube-scheduler "$CACHE_BIN/kube-scheduler" \
   --kubeconfig "$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
