@@ -88,7 +88,7 @@ pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) 
         return "0 reports changed".into();
     }
     let mut v: Vec<_> = by_path.into_iter().collect();
-    v.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    v.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
     let top: Vec<String> = v
         .iter()
         .take(6)
