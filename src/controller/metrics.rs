@@ -6,7 +6,8 @@ use crate::controller::ledger::Increments;
 use crate::controller::store::Update;
 use crate::report::{Severity, Verdict};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct Metrics {
     pub reports: IntGaugeVec,
     pub tracked_pods: IntGauge,
     pub watch_events: IntCounterVec,
+    pub pending_events_dropped: IntCounter,
     pub report_writes: IntCounterVec,
     pub report_latency: Histogram,
     pub leader: IntGauge,
@@ -165,6 +167,14 @@ impl Metrics {
             "sidecar_order_leader",
             "1 when this replica holds the lease and writes",
         );
+        let pending_events_dropped = IntCounter::new(
+            "sidecar_order_pending_events_dropped_total",
+            "Kubelet events dropped while waiting for their pod to be seen (the buffer was full)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(pending_events_dropped.clone()))
+            .expect("registers once");
         reports_zero(&reports);
         // Known label sets start at zero, so rates and dashboards have data at once.
         for kind in ["pod", "event", "node"] {
@@ -183,6 +193,7 @@ impl Metrics {
             reports,
             tracked_pods,
             watch_events,
+            pending_events_dropped,
             report_writes,
             report_latency,
             leader,

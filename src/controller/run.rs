@@ -498,8 +498,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         // A standby sends nothing: the leader writes, and a takeover
         // starts from the index, not from a queue.
         if !is_leader || takeover_due {
-            metrics.tracked_pods.set(store.tracked_pods() as i64);
-            metrics.set_verdicts(store.verdict_counts());
+            index_metrics(&metrics, &store);
             continue;
         }
         for work in other {
@@ -516,8 +515,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 break;
             }
         }
-        metrics.tracked_pods.set(store.tracked_pods() as i64);
-        metrics.set_verdicts(store.verdict_counts());
+        index_metrics(&metrics, &store);
     }
     // Flush what is pending, then give the lease up.
     drop(tx);
@@ -543,6 +541,16 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         tracing::warn!(error = %e, "releasing the lease failed");
     }
     Ok(())
+}
+
+/// The gauges and counters that describe the index, after each input.
+fn index_metrics(metrics: &Metrics, store: &Store) {
+    metrics.tracked_pods.set(store.tracked_pods() as i64);
+    metrics.set_verdicts(store.verdict_counts());
+    let dropped = store.pending_events_dropped();
+    metrics
+        .pending_events_dropped
+        .inc_by(dropped.saturating_sub(metrics.pending_events_dropped.get()));
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ pub struct Store {
     pods: HashMap<Key, Box<Tracked>>,
     pending: HashMap<Key, Vec<Event>>,
     pending_len: usize,
+    /// Waiting events dropped because the buffer was full, in all.
+    pending_dropped: u64,
     preloaded: HashMap<String, Preloaded>,
     /// Pods listed so far by each (re)list in progress, by its watch's
     /// namespace (None: all namespaces).
@@ -136,6 +138,7 @@ impl Store {
             pods: HashMap::new(),
             pending: HashMap::new(),
             pending_len: 0,
+            pending_dropped: 0,
             preloaded: HashMap::new(),
             resync: HashMap::new(),
             verdicts: HashMap::new(),
@@ -439,7 +442,9 @@ impl Store {
                         .max_by_key(|(_, v)| v.len())
                         .map(|(k, _)| k.clone())
                     {
+                        let before = self.pending_len;
                         self.drop_pending(&k);
+                        self.pending_dropped += (before - self.pending_len) as u64;
                     }
                 }
                 self.pending.entry(key).or_default().push(ev.clone());
@@ -456,6 +461,13 @@ impl Store {
         let tracked = self.pods.len() + self.preloaded.len();
         self.gone
             .expire(now, ttl_secs, max_reports.saturating_sub(tracked))
+    }
+
+    /// Kubelet events dropped, in all, because too many waited for pods
+    /// not seen yet (`MAX_PENDING_EVENTS`): evidence those pods' reports
+    /// lack (`sidecar_order_pending_events_dropped_total`).
+    pub fn pending_events_dropped(&self) -> u64 {
+        self.pending_dropped
     }
 
     fn drop_pending(&mut self, key: &Key) {
@@ -598,6 +610,33 @@ mod tests {
                 name: String::new()
             }
         );
+    }
+
+    #[test]
+    fn events_of_pods_not_seen_yet_are_dropped_only_past_the_cap_and_counted() {
+        let mut s = Store::new(Config::default());
+        let ev = |name: String| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}.18eba42b1ca5d72d"), "namespace": "shop"},
+                "involvedObject": {"kind": "Pod", "name": name, "namespace": "shop",
+                    "fieldPath": "spec.initContainers{proxy}"},
+                "reason": "Started", "message": "Started container proxy", "type": "Normal",
+                "firstTimestamp": "2026-11-26T16:09:41Z", "lastTimestamp": "2026-11-26T16:09:41Z",
+                "count": 1
+            }))
+            .unwrap()
+        };
+        for i in 0..MAX_PENDING_EVENTS {
+            assert!(s.event_applied(&ev(format!("p{i}")), 0).is_empty());
+        }
+        assert_eq!(
+            s.pending_events_dropped(),
+            0,
+            "nothing dropped below the cap"
+        );
+        s.event_applied(&ev("one-more".into()), 0);
+        assert_eq!(s.pending_events_dropped(), 1);
+        assert_eq!(s.pending_len, MAX_PENDING_EVENTS);
     }
 
     #[test]
