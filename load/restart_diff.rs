@@ -13,20 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 pub async fn statuses(client: &Client, ns: &str) -> Result<HashMap<String, Value>, kube::Error> {
     let ar = ApiResource::erase::<SidecarOrderReport>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let mut out = HashMap::new();
-    let mut lp = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&lp).await?;
-        for r in page.items {
-            if let Some(name) = r.metadata.name.clone() {
-                out.insert(name, r.data["status"].clone());
-            }
-        }
-        match page.metadata.continue_ {
-            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
-            _ => return Ok(out),
-        }
-    }
+    Ok(crate::verify::list_all(&api, ListParams::default())
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.metadata.name?, r.data["status"].clone())))
+        .collect())
 }
 
 /// The leaf paths where `a` and `b` differ (array indices as `[]`).

@@ -20,7 +20,8 @@ pub struct Outcome {
     pub live_pods: usize,
 }
 
-async fn list_all<K>(api: &Api<K>, lp: ListParams) -> Result<Vec<K>, kube::Error>
+/// Every object of a list, a page of 500 at a time.
+pub async fn list_all<K>(api: &Api<K>, lp: ListParams) -> Result<Vec<K>, kube::Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

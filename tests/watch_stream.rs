@@ -210,14 +210,11 @@ fn a_relist_changes_nothing() {
     );
 }
 
-#[test]
-fn a_restarted_controller_counts_nothing_twice() {
-    let items = stream();
-    let mut first = Store::new(Config::default());
-    let updates = replay(&mut first, &items);
-    // The new process loads the reports the first one wrote.
+/// The last report the first process wrote of each pod, and a second
+/// process (store and writer's ledger) started from those stored reports.
+fn restarted(updates: &[Update]) -> (HashMap<String, &Update>, Store, Ledger) {
     let mut written: HashMap<String, &Update> = HashMap::new();
-    for u in &updates {
+    for u in updates {
         written.insert(u.report_name.clone(), u);
     }
     let mut second = Store::new(Config::default());
@@ -226,6 +223,15 @@ fn a_restarted_controller_counts_nothing_twice() {
         second.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
         ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
     }
+    (written, second, ledger)
+}
+
+#[test]
+fn a_restarted_controller_counts_nothing_twice() {
+    let items = stream();
+    let updates = replay(&mut Store::new(Config::default()), &items);
+    // The new process loads the reports the first one wrote.
+    let (written, mut second, mut ledger) = restarted(&updates);
     // It lists the pods that exist now, then sees every event again.
     let now = items.last().unwrap().0;
     second.pods_resync_start(None);
@@ -280,18 +286,9 @@ fn a_restarted_controller_counts_nothing_twice() {
 #[test]
 fn a_restart_where_nothing_changed_rewrites_nothing() {
     let items = stream();
-    let mut first = Store::new(Config::default());
-    let updates = replay(&mut first, &items);
-    let mut written: HashMap<String, &Update> = HashMap::new();
-    for u in &updates {
-        written.insert(u.report_name.clone(), u);
-    }
-    let mut second = Store::new(Config::default());
-    let mut ledger = Ledger::default();
-    for u in written.values() {
-        second.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
-        ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
-    }
+    let updates = replay(&mut Store::new(Config::default()), &items);
+    // The new process loads the reports the first one wrote.
+    let (written, mut second, ledger) = restarted(&updates);
     // The last version of every pod that still exists.
     let mut last: HashMap<String, &Pod> = HashMap::new();
     for (_, item) in &items {

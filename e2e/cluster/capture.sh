@@ -290,8 +290,18 @@ YAML
 }
 
 # ---------------------------------------------------------------- d. delete during init
-cap_delete_during_init() {
-  local name=real-delete-during-init
+# delete_during_init NAME FIXTURE [EXTRA_SIDECAR]: first-sidecar runs,
+# second-sidecar's startupProbe never passes, EXTRA_SIDECAR (when given) after
+# it never starts; deleted while initialising.
+delete_during_init() {
+  local name=$1 fixture=$2 extra=${3:-}
+  local sidecar_cmd='["sh", "-c", "trap '"'"'echo bye; sleep 2; exit 0'"'"' TERM; echo started; sleep infinity & wait"]'
+  local third=""
+  [[ -z $extra ]] || third="  - name: $extra
+    image: $IMAGE
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: $sidecar_cmd"
   create $name <<YAML
 apiVersion: v1
 kind: Pod
@@ -306,17 +316,18 @@ spec:
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     restartPolicy: Always
-    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
+    command: $sidecar_cmd
   - name: second-sidecar
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     restartPolicy: Always
-    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
+    command: $sidecar_cmd
     startupProbe:
       exec:
         command: ["cat", "/tmp/never"]
       periodSeconds: 1
       failureThreshold: 600
+$third
   containers:
   - name: app
     image: $IMAGE
@@ -330,59 +341,18 @@ YAML
   log "capture: $name: deleting while it initialises"
   k delete pod $name --wait=false >/dev/null
   wait_pod $name 90 "every container terminated (final status)" "$FINAL"
-  save $name delete-during-init
+  save $name "$fixture"
   release $name
 }
 
-# ---------------------------------------------------------------- d2. kubernetes#125880
+cap_delete_during_init() { delete_during_init real-delete-during-init delete-during-init; }
+
+# d2. kubernetes#125880's pod: the same with a third sidecar that never
+# starts, saved under the node's kubelet version.
 cap_bug_125880() {
-  local name=real-bug-125880 kv
+  local kv
   kv=$(kc get nodes -o jsonpath='{.items[0].status.nodeInfo.kubeletVersion}') || fail "reading the node's kubelet version"
-  create $name <<YAML
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $name
-  finalizers: ["$FINALIZER"]
-spec:
-  restartPolicy: Always
-  terminationGracePeriodSeconds: 30
-  initContainers:
-  - name: first-sidecar
-    image: $IMAGE
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
-  - name: second-sidecar
-    image: $IMAGE
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
-    startupProbe:
-      exec:
-        command: ["cat", "/tmp/never"]
-      periodSeconds: 1
-      failureThreshold: 600
-  - name: third-sidecar
-    image: $IMAGE
-    imagePullPolicy: IfNotPresent
-    restartPolicy: Always
-    command: ["sh", "-c", "trap 'echo bye; sleep 2; exit 0' TERM; echo started; sleep infinity & wait"]
-  containers:
-  - name: app
-    image: $IMAGE
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "trap 'exit 0' TERM; echo started; sleep infinity & wait"]
-YAML
-  wait_pod $name 120 "second-sidecar running (its startup probe failing)" '
-    .status.initContainerStatuses[1].state.running != null'
-  sleep 5
-  summary $name
-  log "capture: $name: deleting while it initialises (kubelet $kv)"
-  k delete pod $name --wait=false >/dev/null
-  wait_pod $name 90 "every container terminated (final status)" "$FINAL"
-  save $name "kubelet-$kv-bug-125880"
-  release $name
+  delete_during_init real-bug-125880 "kubelet-$kv-bug-125880" third-sidecar
 }
 
 # ---------------------------------------------------------------- e. OnFailure, the app retried

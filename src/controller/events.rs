@@ -109,7 +109,12 @@ mod tests {
         assert_eq!(fnv1a_bytes(*b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a_bytes(*b"foobar"), 0x8594_4171_f739_67e8);
         let name = event_name("web-1", "uid-1", &a);
-        assert_eq!(name, event_name("web-1", "uid-1", &a.clone()));
+        // A later judgement of the same violation words it anew (message,
+        // evidence): still the same Event.
+        let mut reworded = a.clone();
+        reworded.message = "sidecar proxy stopped 2 s before app".into();
+        reworded.evidence = vec!["decided by the kubelet clock".into()];
+        assert_eq!(name, event_name("web-1", "uid-1", &reworded));
         let h = fnv1a_bytes(*b"uid-1\0app-started-before-sidecar\0app\0proxy\0");
         assert_eq!(name, format!("web-1.so-{h:016x}"));
     }
