@@ -345,7 +345,7 @@ async fn run(bin: String) -> Result<bool, String> {
     eprintln!("load: checking every pod's report against its labels");
     // A copy of the book: verification awaits, and the lock must not be held.
     let copy = book.lock().expect("book").clone();
-    let outcome = verify::verify(&client, &cfg.ns, &copy)
+    let outcome = verify::verify(&client, &cfg.ns, &copy, |_| false)
         .await
         .map_err(|e| format!("listing reports and pods: {e}"))?;
     ctl.stop(Duration::from_secs(30)).await;

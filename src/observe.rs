@@ -293,20 +293,109 @@ fn field_path(path: &str) -> Option<(bool, &str)> {
     }
 }
 
-/// Decides whether `ev` is about `pod` and, if the rules use it, projects it.
-pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
-    let obj = &ev.involved_object;
-    let same = |a: &Option<String>, b: &str| a.as_deref().is_none_or(|a| b.is_empty() || a == b);
-    if obj.kind.as_deref().is_some_and(|k| k != "Pod")
-        || obj.name.as_deref() != Some(pod.name.as_str())
-        || !same(&obj.namespace, &pod.namespace)
-        || !same(&obj.uid, &pod.uid)
-    {
-        return EventFit::OtherObject;
+/// An Event read once, without its pod: who it is about and, when the rules
+/// use it, what it says, in a compact form. The controller keeps these (not
+/// whole Events) for pods it has not seen yet; `RawEvent::fit` places one on
+/// a pod. `event_fact` is the two steps at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The pod's namespace (the object's, else the event's own).
+    pub namespace: Box<str>,
+    /// The pod's name.
+    pub pod: Box<str>,
+    /// The pod's uid, when the event names one.
+    pub uid: Option<Box<str>>,
+    /// What the event says; None when no rule reads it.
+    pub body: Option<RawBody>,
+}
+
+/// The part of an Event the rules read, before its container is resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawBody {
+    key: Box<str>,
+    /// (init container list?, container name) from `involvedObject.fieldPath`.
+    container: Option<(bool, Box<str>)>,
+    reason: EventReason,
+    /// Kept only for `Unhealthy`: it names the probe's kind.
+    message: Option<Box<str>>,
+    count: u32,
+    first: Moment,
+    last: Moment,
+}
+
+impl RawBody {
+    /// When the event last happened (unix seconds).
+    pub fn last_secs(&self) -> i64 {
+        self.last.secs
     }
-    let Some(reason) = ev.reason.as_deref().and_then(EventReason::parse) else {
-        return EventFit::Unused;
-    };
+}
+
+impl RawEvent {
+    /// None when the event is not about a pod (or names none).
+    pub fn read(ev: &Event) -> Option<RawEvent> {
+        let obj = &ev.involved_object;
+        if obj.kind.as_deref().is_some_and(|k| k != "Pod") {
+            return None;
+        }
+        let pod = obj.name.as_deref()?;
+        let namespace = obj
+            .namespace
+            .as_deref()
+            .or(ev.metadata.namespace.as_deref())
+            .unwrap_or_default();
+        Some(RawEvent {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            uid: obj.uid.as_deref().filter(|u| !u.is_empty()).map(Into::into),
+            body: raw_body(ev),
+        })
+    }
+
+    /// Whether this event can be about `pod` (same name, and the same
+    /// namespace and uid where both are known).
+    fn about(&self, pod: &PodFacts) -> bool {
+        let same = |a: &str, b: &str| a.is_empty() || b.is_empty() || a == b;
+        *self.pod == *pod.name
+            && same(&self.namespace, &pod.namespace)
+            && same(self.uid.as_deref().unwrap_or_default(), &pod.uid)
+    }
+
+    /// What this event is to `pod`.
+    pub fn fit(&self, pod: &PodFacts) -> EventFit {
+        if !self.about(pod) {
+            return EventFit::OtherObject;
+        }
+        let Some(b) = &self.body else {
+            return EventFit::Unused;
+        };
+        let container = b
+            .container
+            .as_ref()
+            .and_then(|(init, name)| pod.container_index(*init, name));
+        if container.is_none() && !b.reason.pod_level() {
+            return EventFit::Unused;
+        }
+        let probe = (b.reason == EventReason::Unhealthy).then(|| {
+            probe_kind(
+                b.message.as_deref(),
+                container.map(|i| pod.containers[i].declares),
+            )
+        });
+        EventFit::Used(EventFact {
+            key: b.key.to_string(),
+            container,
+            reason: b.reason,
+            probe,
+            count: b.count,
+            first: b.first,
+            last: b.last,
+        })
+    }
+}
+
+/// The rules' part of an Event; None when they read nothing of it.
+fn raw_body(ev: &Event) -> Option<RawBody> {
+    let reason = ev.reason.as_deref().and_then(EventReason::parse)?;
     // "Startup probe errored and resulted in unknown state": the kubelet
     // discards errored results (seen on a stopping container); not a failure.
     if reason == EventReason::Unhealthy
@@ -315,15 +404,16 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
             .as_deref()
             .is_some_and(|m| m.contains("probe errored"))
     {
-        return EventFit::Unused;
+        return None;
     }
-    let container = obj
+    let container = ev
+        .involved_object
         .field_path
         .as_deref()
         .and_then(field_path)
-        .and_then(|(init, name)| pod.container_index(init, name));
+        .map(|(init, name)| (init, name.into()));
     if container.is_none() && !reason.pod_level() {
-        return EventFit::Unused;
+        return None;
     }
     let micro = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime| {
         (t.0.as_second(), i64::try_from(t.0.as_nanosecond()).ok())
@@ -331,13 +421,10 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
     let (first_secs, first_nanos) = match (&ev.first_timestamp, &ev.event_time) {
         (Some(t), _) => (secs(t), None),
         (None, Some(t)) => micro(t),
-        (None, None) => match &ev.metadata.creation_timestamp {
-            Some(t) => (secs(t), None),
-            None => return EventFit::Unused,
-        },
+        (None, None) => (secs(ev.metadata.creation_timestamp.as_ref()?), None),
     };
-    let name = ev.metadata.name.clone().unwrap_or_default();
-    let first_nanos = first_nanos.or_else(|| nanos_from_name(&name, first_secs));
+    let name = ev.metadata.name.as_deref().unwrap_or_default();
+    let first_nanos = first_nanos.or_else(|| nanos_from_name(name, first_secs));
     let count = ev
         .series
         .as_ref()
@@ -360,25 +447,34 @@ pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
         (Some(t), None) => Moment::event(secs(t).max(first_secs), None),
         (None, None) => first,
     };
-    let probe = (reason == EventReason::Unhealthy).then(|| {
-        probe_kind(
-            ev.message.as_deref(),
-            container.map(|i| pod.containers[i].declares),
-        )
-    });
-    EventFit::Used(EventFact {
+    Some(RawBody {
         key: if name.is_empty() {
-            format!("{:?}/{:?}/{first_secs}", reason, container)
+            // The container as the field path names it: the same key before
+            // and after the pod is known.
+            let c = container
+                .as_ref()
+                .map(|(i, n): &(bool, Box<str>)| (*i, &**n));
+            format!("{reason:?}/{c:?}/{first_secs}").into()
         } else {
-            name
+            name.into()
         },
         container,
+        message: (reason == EventReason::Unhealthy)
+            .then(|| ev.message.as_deref().map(Into::into))
+            .flatten(),
         reason,
-        probe,
         count,
         first,
         last,
     })
+}
+
+/// Decides whether `ev` is about `pod` and, if the rules use it, projects it.
+pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
+    match RawEvent::read(ev) {
+        Some(raw) => raw.fit(pod),
+        None => EventFit::OtherObject,
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,26 @@ fn outside_outages(book: &pods::Book, done: &[Done]) -> (pods::Book, usize) {
     (out, excluded)
 }
 
+/// Whether pod `uid` may have ended while no replica's watch was up: it
+/// was deleted from 60 s before an API server restart or a forced relist
+/// (kwok plays a deleted pod's stages up to tens of seconds late) to 60 s
+/// after it. Only such a pod's report may honestly say Indeterminate with
+/// "deleted while the controller was not watching".
+fn ended_unwatched(book: &pods::Book, done: &[Done], uid: &str) -> bool {
+    let Some(deleted) = book.times.get(uid).and_then(|(_, d)| *d) else {
+        return false;
+    };
+    let margin = Duration::from_secs(60);
+    done.iter()
+        .filter(|d| {
+            matches!(
+                d.fault,
+                schedule::Fault::RestartApiServer | schedule::Fault::Relist
+            )
+        })
+        .any(|d| d.at - margin <= deleted && deleted <= d.end + margin)
+}
+
 /// Log lines of a replica that say a watch had to list again (410 Gone).
 fn relists_in(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log)
@@ -436,9 +456,11 @@ async fn run(bin: String) -> Result<bool, String> {
     eprintln!("chaos: checking reports, counts and events");
     let copy = book.lock().expect("book").clone();
     let (judged, excluded) = outside_outages(&copy, &done);
-    let outcome = verify::verify(&client, &cfg.ns, &judged)
-        .await
-        .map_err(|e| format!("listing reports and pods: {e}"))?;
+    let outcome = verify::verify(&client, &cfg.ns, &judged, |uid| {
+        ended_unwatched(&copy, &done, uid)
+    })
+    .await
+    .map_err(|e| format!("listing reports and pods: {e}"))?;
     let stored = tally::stored(&client, &cfg.ns)
         .await
         .map_err(|e| format!("listing reports: {e}"))?;

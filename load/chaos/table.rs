@@ -155,10 +155,11 @@ pub fn render(s: &Summary) -> (String, bool) {
         (
             "reports: verdicts vs labels".into(),
             format!(
-                "{}: {} wrong, {} missing of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
+                "{}: {} wrong, {} missing, {} undecided (ended while no watch was up, Indeterminate with the gap named) of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
                 mark(verdicts_ok),
                 outcome.differ.len(),
                 outcome.missing.len(),
+                outcome.undecided.len(),
                 outcome.checked,
                 excluded,
                 outcome.reports,
@@ -262,6 +263,9 @@ pub fn render(s: &Summary) -> (String, bool) {
     }
     for d in outcome.differ.iter().take(10) {
         table.push_str(&format!("  WRONG      {d}\n"));
+    }
+    for u in outcome.undecided.iter().take(10) {
+        table.push_str(&format!("  UNDECIDED  {u}\n"));
     }
     for m in outcome.missing.iter().take(10) {
         table.push_str(&format!("  MISSING    {m}\n"));

@@ -6,6 +6,7 @@ pub mod gc;
 pub mod lease;
 pub mod ledger;
 pub mod metrics;
+pub mod pending;
 pub mod queue;
 pub mod run;
 pub mod store;

@@ -112,15 +112,28 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let scope = ns.cloned();
+        // The events of a scope are listed once its pods are: listed first,
+        // the events of pods the list holds would all wait for their pod
+        // (and past `pending::MAX_PENDING_EVENTS`, be lost).
+        let (listed_tx, mut listed_rx) = tokio::sync::watch::channel(false);
         all.push(Box::pin(
             watcher::watcher(pods, cfg.clone())
                 .default_backoff()
+                .inspect(move |r| {
+                    if matches!(r, Ok(WEvent::InitDone)) {
+                        listed_tx.send_replace(true);
+                    }
+                })
                 .map(move |r| r.map(|e| Input::Pod(scope.clone(), Box::new(e)))),
         ));
+        let ev_cfg = ev_cfg.clone();
         all.push(Box::pin(
-            watcher::watcher(events, ev_cfg.clone())
-                .default_backoff()
-                .map(|r| r.map(|e| Input::Event(Box::new(e)))),
+            stream::once(async move {
+                // Err: the pod watch ended; the events go on regardless.
+                let _ = listed_rx.wait_for(|listed| *listed).await;
+            })
+            .flat_map(move |()| watcher::watcher(events.clone(), ev_cfg.clone()).default_backoff())
+            .map(|r| r.map(|e| Input::Event(Box::new(e)))),
         ));
     }
     if nodes {

@@ -8,13 +8,14 @@
 //! the verdict gauges are kept incrementally and garbage collection reads
 //! the index of reports whose pod is gone (`gc::Gone`), never a list.
 
+use super::pending::Pending;
 use crate::controller::gc::{Gone, ReportRef};
 use crate::controller::ledger::{secs_of, status_hash};
 use crate::crd::{ReportSpec, ReportStatus, report_name};
 use crate::engine::history::{History, MAX_EVENTS};
 use crate::judge::{Config, Decided, judge_history};
 use crate::kubelet::KubeletVersion;
-use crate::observe::{EventFit, event_fact, has_native_sidecar, kubelet_version_of, pod_facts};
+use crate::observe::{EventFit, RawEvent, has_native_sidecar, kubelet_version_of, pod_facts};
 use crate::report::Verdict;
 use crate::time::rfc3339;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
@@ -28,8 +29,6 @@ pub const MAX_RECENT_FINAL: usize = 4096;
 
 /// Distinct event objects kept per pod; more are dropped and reported as a gap.
 pub const MAX_EVENTS_PER_POD: usize = MAX_EVENTS;
-/// Events waiting for their pod to be seen, in all.
-pub const MAX_PENDING_EVENTS: usize = 4096;
 
 pub use super::workload::Workload;
 
@@ -114,10 +113,8 @@ pub struct Store {
     cfg: Config,
     // Boxed: the map's spare slots then cost a pointer, not a whole entry.
     pods: HashMap<Key, Box<Tracked>>,
-    pending: HashMap<Key, Vec<Event>>,
-    pending_len: usize,
-    /// Waiting events dropped because the buffer was full, in all.
-    pending_dropped: u64,
+    /// Events of pods not seen yet.
+    pending: Pending,
     preloaded: HashMap<String, Preloaded>,
     /// Pods listed so far by each (re)list in progress, by its watch's
     /// namespace (None: all namespaces).
@@ -136,9 +133,7 @@ impl Store {
         Store {
             cfg,
             pods: HashMap::new(),
-            pending: HashMap::new(),
-            pending_len: 0,
-            pending_dropped: 0,
+            pending: Pending::default(),
             preloaded: HashMap::new(),
             resync: HashMap::new(),
             verdicts: HashMap::new(),
@@ -275,8 +270,12 @@ impl Store {
             .collect();
         for key in gone {
             if let Some(t) = self.pods.remove(&key) {
+                self.pending.gone(&key, &t.history.pod.uid, now);
                 out.updates.extend(self.finish(t, now));
             }
+        }
+        if self.resync.is_empty() {
+            self.pending.listed(now);
         }
         let unseen: Vec<String> = self
             .preloaded
@@ -314,7 +313,8 @@ impl Store {
         // Most pods of a cluster have no native sidecar: decided on the raw
         // object, before any projection.
         if !has_native_sidecar(pod) {
-            self.drop_pending(&key);
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            self.pending.untracked(&key, uid);
             return None;
         }
         let facts = pod_facts(pod).ok()?;
@@ -358,8 +358,7 @@ impl Store {
                     verdicts: (Verdict::Pending, Verdict::Pending),
                     node,
                 };
-                for ev in self.pending.remove(&key).unwrap_or_default() {
-                    self.pending_len -= 1;
+                for ev in self.pending.take(&key) {
                     add_event(&mut t, &ev);
                 }
                 t.history.events.shrink_to_fit();
@@ -392,7 +391,7 @@ impl Store {
             pod.metadata.namespace.clone().unwrap_or_default(),
             pod.metadata.name.clone().unwrap_or_default(),
         );
-        self.drop_pending(&key);
+        self.pending.gone(&key, uid, now);
         match self.pods.get(&key) {
             Some(t) if t.history.pod.uid == uid || uid.is_empty() => {}
             _ => return Vec::new(),
@@ -408,24 +407,14 @@ impl Store {
     }
 
     /// An Event was added or changed.
-    pub fn event_applied(&mut self, ev: &Event, _now: i64) -> Vec<Update> {
-        let obj = &ev.involved_object;
-        if obj.kind.as_deref() != Some("Pod") {
-            return Vec::new();
-        }
-        let Some(name) = obj.name.clone() else {
+    pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
+        let Some(raw) = RawEvent::read(ev) else {
             return Vec::new();
         };
-        let key = (
-            obj.namespace
-                .clone()
-                .or_else(|| ev.metadata.namespace.clone())
-                .unwrap_or_default(),
-            name,
-        );
+        let key = (raw.namespace.to_string(), raw.pod.to_string());
         match self.pods.get_mut(&key) {
             Some(t) => {
-                if add_event(t, ev) {
+                if add_event(t, &raw) {
                     judge_tracked(&self.cfg, &mut self.verdicts, t)
                         .into_iter()
                         .collect()
@@ -434,21 +423,7 @@ impl Store {
                 }
             }
             None => {
-                if self.pending_len >= MAX_PENDING_EVENTS {
-                    // Forget the pod with the most waiting events (likely one without sidecars).
-                    if let Some(k) = self
-                        .pending
-                        .iter()
-                        .max_by_key(|(_, v)| v.len())
-                        .map(|(k, _)| k.clone())
-                    {
-                        let before = self.pending_len;
-                        self.drop_pending(&k);
-                        self.pending_dropped += (before - self.pending_len) as u64;
-                    }
-                }
-                self.pending.entry(key).or_default().push(ev.clone());
-                self.pending_len += 1;
+                self.pending.push(key, raw, now);
                 Vec::new()
             }
         }
@@ -464,16 +439,10 @@ impl Store {
     }
 
     /// Kubelet events dropped, in all, because too many waited for pods
-    /// not seen yet (`MAX_PENDING_EVENTS`): evidence those pods' reports
-    /// lack (`sidecar_order_pending_events_dropped_total`).
+    /// not seen yet (`pending::MAX_PENDING_EVENTS`): evidence those pods'
+    /// reports may lack (`sidecar_order_pending_events_dropped_total`).
     pub fn pending_events_dropped(&self) -> u64 {
-        self.pending_dropped
-    }
-
-    fn drop_pending(&mut self, key: &Key) {
-        if let Some(v) = self.pending.remove(key) {
-            self.pending_len -= v.len();
-        }
+        self.pending.dropped()
     }
 
     /// The last judgement of a pod that is gone; its report goes to GC's index.
@@ -515,8 +484,8 @@ pub fn close_unseen(status: &mut ReportStatus, at: i64) {
 }
 
 /// Adds an event to a tracked pod; false when it changed nothing.
-fn add_event(t: &mut Tracked, ev: &Event) -> bool {
-    let EventFit::Used(fact) = event_fact(&t.history.pod, ev) else {
+fn add_event(t: &mut Tracked, ev: &RawEvent) -> bool {
+    let EventFit::Used(fact) = ev.fit(&t.history.pod) else {
         return false;
     };
     t.history.add_event(fact)
@@ -613,30 +582,33 @@ mod tests {
     }
 
     #[test]
-    fn events_of_pods_not_seen_yet_are_dropped_only_past_the_cap_and_counted() {
+    fn an_event_that_arrives_before_its_pod_is_applied_when_the_pod_shows_up() {
         let mut s = Store::new(Config::default());
-        let ev = |name: String| -> Event {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("{name}.18eba42b1ca5d72d"), "namespace": "shop"},
-                "involvedObject": {"kind": "Pod", "name": name, "namespace": "shop",
-                    "fieldPath": "spec.initContainers{proxy}"},
-                "reason": "Started", "message": "Started container proxy", "type": "Normal",
-                "firstTimestamp": "2026-11-26T16:09:41Z", "lastTimestamp": "2026-11-26T16:09:41Z",
-                "count": 1
-            }))
-            .unwrap()
-        };
-        for i in 0..MAX_PENDING_EVENTS {
-            assert!(s.event_applied(&ev(format!("p{i}")), 0).is_empty());
-        }
-        assert_eq!(
-            s.pending_events_dropped(),
-            0,
-            "nothing dropped below the cap"
+        let started: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p.18eba42b1ca5d72d", "namespace": "ns"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u1",
+                "fieldPath": "spec.initContainers{s}"},
+            "reason": "Started", "message": "Started container s", "type": "Normal",
+            "firstTimestamp": "2025-07-14T00:00:01Z", "lastTimestamp": "2025-07-14T00:00:01Z",
+            "count": 1
+        }))
+        .unwrap();
+        assert!(s.event_applied(&started, 100).is_empty());
+        let pod = sidecar_pod(
+            "ns",
+            "p",
+            "u1",
+            serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:02Z"}}),
         );
-        s.event_applied(&ev("one-more".into()), 0);
-        assert_eq!(s.pending_events_dropped(), 1);
-        assert_eq!(s.pending_len, MAX_PENDING_EVENTS);
+        let with_event = s.pod_applied(&pod, 101);
+        let mut alone = Store::new(Config::default());
+        let without = alone.pod_applied(&pod, 101);
+        assert_eq!(with_event.len(), 1);
+        assert_ne!(
+            with_event[0].status, without[0].status,
+            "the waiting Started event is part of the first judgement"
+        );
+        assert_eq!(s.pending_events_dropped(), 0);
     }
 
     #[test]
