@@ -328,8 +328,8 @@ pub struct RunArgs {
     )]
     pub namespaces: Vec<String>,
     /// Only pods matching this label selector.
-    #[arg(long, short = 'l', env = "SIDECAR_ORDER_LABEL_SELECTOR")]
-    pub label_selector: Option<String>,
+    #[arg(long, short = 'l', env = "SIDECAR_ORDER_LABEL_SELECTOR", value_parser = crate::controller::selector::PodSelector::parse)]
+    pub label_selector: Option<crate::controller::selector::PodSelector>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,

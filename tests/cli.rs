@@ -151,3 +151,25 @@ fn bad_input_is_one_line_and_exit_2() {
     // Usage errors are exit 2 too.
     assert_eq!(run(&["analyze"], None).status.code(), Some(2));
 }
+
+#[test]
+fn a_bad_label_selector_is_refused_before_anything_starts() {
+    let out = run(
+        &[
+            "run",
+            "--label-selector",
+            "team in (a,b",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a `(` without its `)`"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -716,11 +716,9 @@ async fn a_new_leader_creates_a_report_nobody_stored() {
     stop(r).await;
 }
 
-/// A stored report that still reads as live, of a pod the new leader's
-/// index does not know (deleted while nobody led): closed.
-#[tokio::test]
-async fn a_new_leader_closes_live_reports_of_pods_it_does_not_know() {
-    let orphan = named("gone-5e6f7a8b", Verdict::Verified, vec![]);
+/// A new leader whose index lacks `orphan`'s pod reads the stored report
+/// (still live) and then the pod; `pod` is the pod the API server holds.
+async fn takeover_with_orphan(orphan: &Update, pod: Option<Value>) -> Running {
     let mut r = handover(vec![
         update(Verdict::Violated, vec![violation()]),
         orphan.clone(),
@@ -736,10 +734,58 @@ async fn a_new_leader_closes_live_reports_of_pods_it_does_not_know() {
             .body(Body::from(serde_json::to_vec(&body).unwrap()))
             .unwrap(),
     );
+    let pod_path = format!("/api/v1/namespaces/shop/pods/{}", orphan.spec.pod_name);
+    match pod {
+        None => {
+            let (_, send) = next(&mut r.handle, "GET", &pod_path).await;
+            send.send_response(status_reply(404, "NotFound"));
+        }
+        Some(pod) => {
+            let (_, send) = next(&mut r.handle, "GET", &pod_path).await;
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&pod).unwrap()))
+                    .unwrap(),
+            );
+        }
+    }
+    r
+}
+
+/// A stored report that still reads as live, of a pod the new leader's
+/// index does not know (deleted while nobody led): closed.
+#[tokio::test]
+async fn a_new_leader_closes_live_reports_of_pods_it_does_not_know() {
+    let orphan = named("gone-5e6f7a8b", Verdict::Verified, vec![]);
+    let mut r = takeover_with_orphan(&orphan, None).await;
+    let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
     let st = expect(&mut r.handle, "PATCH", &format!("{path}/status?")).await;
     assert!(st["status"]["podEndedAt"].is_string(), "{st}");
     assert_eq!(st["status"]["evidence"], "Partial");
     r.counted(&[("closed", 1), ("written", 0)]).await;
+    stop(r).await;
+}
+
+/// The same, but the pod still exists (it left the label selector, so the
+/// index does not hold it): its report is left alone. A pod of the same
+/// name with another uid is a new pod: the old report is closed.
+#[tokio::test]
+async fn a_report_whose_pod_still_exists_is_not_closed() {
+    let orphan = named("gone-5e6f7a8b", Verdict::Verified, vec![]);
+    let pod = |uid: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": orphan.spec.pod_name, "namespace": "shop", "uid": uid,
+                "labels": {"team": "elsewhere"}}})
+    };
+    let mut r = takeover_with_orphan(&orphan, Some(pod(&orphan.spec.pod_uid))).await;
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    r.counted(&[("closed", 0), ("written", 0)]).await;
+    stop(r).await;
+
+    let mut r = takeover_with_orphan(&orphan, Some(pod("another-uid"))).await;
+    let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
+    expect(&mut r.handle, "PATCH", &format!("{path}/status?")).await;
+    r.counted(&[("closed", 1)]).await;
     stop(r).await;
 }
 

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod pending;
 pub mod queue;
 pub mod run;
+pub mod selector;
 pub mod store;
 pub mod workload;
 pub mod writer;

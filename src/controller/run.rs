@@ -4,6 +4,7 @@
 use crate::controller::lease::{Leadership, LeaseSettings, lease};
 use crate::controller::ledger::Ledger;
 use crate::controller::metrics::Metrics;
+use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
 use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
@@ -51,7 +52,9 @@ pub enum RunError {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub namespaces: Vec<String>,
-    pub label_selector: Option<String>,
+    /// Only the pods it selects are watched; one that leaves it is no
+    /// longer watched (its report is left alone), not deleted.
+    pub label_selector: Option<PodSelector>,
     pub metrics_addr: SocketAddr,
     pub report_ttl: Duration,
     pub max_reports: usize,
@@ -94,7 +97,7 @@ type Inputs = Pin<Box<dyn Stream<Item = Result<Input, watcher::Error>> + Send>>;
 fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
     let mut cfg = watcher::Config::default();
     if let Some(sel) = &s.label_selector {
-        cfg = cfg.labels(sel);
+        cfg = cfg.labels(sel.as_str());
     }
     let ev_cfg = watcher::Config::default().fields(EVENT_SELECTOR);
     let scopes: Vec<Option<&String>> = if s.namespaces.is_empty() {
@@ -415,6 +418,12 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         match *ev {
                             WEvent::Init => { store.pods_resync_start(scope.as_deref()); Vec::new() }
                             WEvent::InitApply(p) | WEvent::Apply(p) => store.pod_applied(&p, seen),
+                            // A label-selector watch says "deleted" of a pod
+                            // whose labels no longer match: not watched any more.
+                            WEvent::Delete(p) if s.label_selector.as_ref().is_some_and(|sel| !sel.selects(p.metadata.labels.as_ref())) => {
+                                store.pod_unwatched(&p);
+                                Vec::new()
+                            }
                             WEvent::Delete(p) => store.pod_deleted(&p, seen),
                             WEvent::InitDone => {
                                 synced += 1;

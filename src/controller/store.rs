@@ -406,6 +406,28 @@ impl Store {
         out
     }
 
+    /// A pod left the label selector: forgotten without a last judgement.
+    /// Its report is left as it is (not closed, never GC's to delete).
+    pub fn pod_unwatched(&mut self, pod: &Pod) {
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        match self.pods.get(&key) {
+            Some(t) if t.history.pod.uid == uid || uid.is_empty() => {}
+            _ => return,
+        }
+        if let Some(t) = self.pods.remove(&key)
+            && let Some(n) = self.verdicts.get_mut(&t.verdicts)
+        {
+            *n -= 1;
+        }
+        // Its events are not needed any more. If its labels match again it
+        // is tracked anew, from its status and the events that follow.
+        self.pending.untracked(&key, uid);
+    }
+
     /// An Event was added or changed.
     pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
         let Some(raw) = RawEvent::read(ev) else {
@@ -731,6 +753,29 @@ mod tests {
         assert_eq!(s.pods_resync_done(None, 90).updates.len(), 1);
         s.pod_applied(&sidecar_pod("ns", "p2", "u2", running.clone()), 91);
         assert!(s.expired(10_000, 60, 0).is_empty());
+    }
+
+    #[test]
+    fn a_pod_that_left_the_label_selector_is_forgotten_not_ended() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let mut s = Store::new(Config::default());
+        let p = sidecar_pod("ns", "p", "u1", running);
+        assert_eq!(s.pod_applied(&p, 10).len(), 1);
+        assert_eq!(s.verdict_counts().values().sum::<i64>(), 1);
+        s.pod_unwatched(&p);
+        assert_eq!(s.tracked_pods(), 0);
+        assert_eq!(
+            s.verdict_counts().values().sum::<i64>(),
+            0,
+            "no longer counted in the verdict gauges"
+        );
+        assert_eq!(
+            s.known_reports(),
+            0,
+            "its report is not GC's: left alone, never deleted"
+        );
+        assert!(s.expired(1_000_000, 60, 0).is_empty());
+        assert!(s.current(20).is_empty(), "no final report of it");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::controller::store::Update;
 use crate::crd::{FIELD_MANAGER, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -43,6 +44,7 @@ pub enum Call {
     ApplySpec,
     ApplyStatus,
     Get,
+    GetPod,
     Delete,
     Event,
 }
@@ -53,6 +55,7 @@ impl fmt::Display for Call {
             Call::ApplySpec => "applying the spec of report",
             Call::ApplyStatus => "applying the status of report",
             Call::Get => "reading report",
+            Call::GetPod => "reading the pod of report",
             Call::Delete => "deleting report",
             Call::Event => "recording an event on pod",
         })
@@ -285,6 +288,16 @@ impl ReportWriter {
             return Ok(false);
         };
         if status.pod_ended_at.is_some() {
+            return Ok(false);
+        }
+        // A pod that still exists was not deleted: one outside the label
+        // selector (not listed, its report left alone), or one whose list
+        // raced with its creation.
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let pod = &stored_spec.pod_name;
+        if let Some(p) = self.call(Call::GetPod, ns, name, pods.get_opt(pod)).await?
+            && p.metadata.uid.as_deref() == Some(stored_spec.pod_uid.as_str())
+        {
             return Ok(false);
         }
         close_unseen(&mut status, at);
