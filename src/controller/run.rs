@@ -490,6 +490,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: flushing pending writes"); break }
         };
         if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
+            store.watches_synced();
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
         }
         let mut updates = updates;

@@ -16,7 +16,7 @@ use crate::engine::history::{History, MAX_EVENTS};
 use crate::judge::{Config, Decided, judge_history};
 use crate::kubelet::KubeletVersion;
 use crate::observe::{EventFit, RawEvent, has_native_sidecar, kubelet_version_of, pod_facts};
-use crate::report::Verdict;
+use crate::report::{ProbeFailure, Report, Verdict};
 use crate::time::rfc3339;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -57,6 +57,61 @@ struct Tracked {
     verdicts: (Verdict, Verdict),
     /// The pod's node, an index into `Nodes` (None: not scheduled yet).
     node: Option<u32>,
+    /// The probe failures a stored report recorded before a restart (see
+    /// `ProbeFloor`); None for a pod first seen by this process.
+    probe_floor: Option<Box<ProbeFloor>>,
+}
+
+/// Probe failure counts come from the kubelet's Unhealthy events, which the
+/// API server forgets (one hour after their last occurrence): a restarted
+/// controller can rebuild fewer failures than its stored report recorded.
+/// The stored counts are a floor, and failures rebuilt later are added on
+/// top: count = stored + (rebuilt now - rebuilt once the events were
+/// listed), never less than what is rebuilt. So a restart neither lowers a
+/// stored count nor hides new failures until the rebuilt count passes it.
+struct ProbeFloor {
+    /// Each stored failure line, with the count rebuilt for it once the
+    /// event list was complete (None until then).
+    lines: Vec<(ProbeFailure, Option<u32>)>,
+}
+
+impl ProbeFloor {
+    fn of(stored: &[ProbeFailure]) -> Option<Box<ProbeFloor>> {
+        (!stored.is_empty()).then(|| {
+            Box::new(ProbeFloor {
+                lines: stored.iter().map(|p| (p.clone(), None)).collect(),
+            })
+        })
+    }
+
+    /// Raises `report`'s probe failures to the floor; `complete`: every
+    /// event the API server held at the restart has been read.
+    fn apply(&mut self, report: &mut Report, complete: bool) {
+        for (stored, base) in &mut self.lines {
+            let same =
+                |p: &&mut ProbeFailure| p.container == stored.container && p.probe == stored.probe;
+            let rebuilt = report.probe_failures.iter_mut().find(same);
+            let r = rebuilt.as_ref().map_or(0, |p| p.count);
+            if complete && base.is_none() {
+                *base = Some(r);
+            }
+            let count = match *base {
+                Some(b) => r.max(stored.count + r.saturating_sub(b)),
+                None => r.max(stored.count),
+            };
+            match rebuilt {
+                Some(p) => {
+                    p.count = count;
+                    p.first_time = p.first_time.clone().min(stored.first_time.clone());
+                    p.last_time = p.last_time.clone().max(stored.last_time.clone());
+                }
+                None => report.probe_failures.push(ProbeFailure {
+                    count,
+                    ..stored.clone()
+                }),
+            }
+        }
+    }
 }
 
 /// The nodes pods run on, each with its kubelet's version when known.
@@ -90,6 +145,7 @@ struct Preloaded {
     status_hash: u64,
     decided: Decided,
     ended_at: Option<i64>,
+    probe_floor: Option<Box<ProbeFloor>>,
 }
 
 /// What a (re)list's end produced: reports of pods that are gone, and
@@ -109,8 +165,17 @@ impl Resynced {
 
 type Key = (String, String);
 
+/// What judging a pod needs besides the pod.
+#[derive(Clone, Copy)]
+struct Cx {
+    cfg: Config,
+    /// Every watched event has been listed once (see `ProbeFloor`).
+    events_listed: bool,
+}
+
 pub struct Store {
     cfg: Config,
+    events_listed: bool,
     // Boxed: the map's spare slots then cost a pointer, not a whole entry.
     pods: HashMap<Key, Box<Tracked>>,
     /// Events of pods not seen yet.
@@ -132,6 +197,7 @@ impl Store {
     pub fn new(cfg: Config) -> Store {
         Store {
             cfg,
+            events_listed: false,
             pods: HashMap::new(),
             pending: Pending::default(),
             preloaded: HashMap::new(),
@@ -143,18 +209,31 @@ impl Store {
         }
     }
 
+    fn cx(&self) -> Cx {
+        Cx {
+            cfg: self.cfg,
+            events_listed: self.events_listed,
+        }
+    }
+
+    /// Every watch has listed once: the events the API server held at the
+    /// start are all in (see `ProbeFloor`).
+    pub fn watches_synced(&mut self) {
+        self.events_listed = true;
+    }
+
     /// Every tracked pod's report as judged now, and the final reports of
     /// the pods that ended lately: what a replica that just took the lease
     /// over compares with the stored reports.
     pub fn current(&mut self, now: i64) -> Vec<Update> {
         self.prune_recent(now);
-        let cfg = self.cfg;
+        let cx = self.cx();
         let verdicts = &mut self.verdicts;
         let mut out: Vec<Update> = self
             .pods
             .values_mut()
             .map(|t| {
-                let u = report_of(&cfg, verdicts, t);
+                let u = report_of(cx, verdicts, t);
                 t.last_hash = status_hash(&u.spec, &u.status);
                 u
             })
@@ -187,14 +266,14 @@ impl Store {
             return Vec::new();
         }
         self.nodes.versions[id as usize] = version;
-        let cfg = self.cfg;
+        let cx = self.cx();
         let verdicts = &mut self.verdicts;
         self.pods
             .values_mut()
             .filter(|t| t.node == Some(id))
             .filter_map(|t| {
                 t.history.kubelet = version;
-                judge_tracked(&cfg, verdicts, t)
+                judge_tracked(cx, verdicts, t)
             })
             .collect()
     }
@@ -231,6 +310,7 @@ impl Store {
                 status_hash: status_hash(spec, status),
                 decided: Decided::of(&status.report),
                 ended_at: secs_of(&status.pod_ended_at),
+                probe_floor: ProbeFloor::of(&status.report.probe_failures),
             },
         );
     }
@@ -340,10 +420,11 @@ impl Store {
                 }
             }
             None => {
-                let (last_hash, ended_at, decided) = match self.preloaded.remove(&facts.uid) {
-                    Some(p) => (p.status_hash, p.ended_at, Some(p.decided)),
-                    None => (0, None, None),
-                };
+                let (last_hash, ended_at, decided, probe_floor) =
+                    match self.preloaded.remove(&facts.uid) {
+                        Some(p) => (p.status_hash, p.ended_at, Some(p.decided), p.probe_floor),
+                        None => (0, None, None, None),
+                    };
                 // Tracked again (a relist missed it): its report is no longer GC's.
                 self.gone.remove(&ReportRef {
                     namespace: facts.namespace.clone(),
@@ -357,6 +438,7 @@ impl Store {
                     ended_at,
                     verdicts: (Verdict::Pending, Verdict::Pending),
                     node,
+                    probe_floor,
                 };
                 for ev in self.pending.take(&key) {
                     add_event(&mut t, &ev);
@@ -379,8 +461,9 @@ impl Store {
         let Some((key, mut out)) = self.upsert(pod, now) else {
             return Vec::new();
         };
+        let cx = self.cx();
         let t = self.pods.get_mut(&key).expect("tracked");
-        out.extend(judge_tracked(&self.cfg, &mut self.verdicts, t));
+        out.extend(judge_tracked(cx, &mut self.verdicts, t));
         out
     }
 
@@ -434,10 +517,11 @@ impl Store {
             return Vec::new();
         };
         let key = (raw.namespace.to_string(), raw.pod.to_string());
+        let cx = self.cx();
         match self.pods.get_mut(&key) {
             Some(t) => {
                 if add_event(t, &raw) {
-                    judge_tracked(&self.cfg, &mut self.verdicts, t)
+                    judge_tracked(cx, &mut self.verdicts, t)
                         .into_iter()
                         .collect()
                 } else {
@@ -471,7 +555,7 @@ impl Store {
     fn finish(&mut self, mut t: Box<Tracked>, now: i64) -> Option<Update> {
         t.history.pod.gone = true;
         let ended = *t.ended_at.get_or_insert(now);
-        let last = report_of(&self.cfg, &mut self.verdicts, &mut t);
+        let last = report_of(self.cx(), &mut self.verdicts, &mut t);
         let hash = status_hash(&last.spec, &last.status);
         let out = (hash != t.last_hash).then(|| last.clone());
         self.recent.push_back((now, last));
@@ -515,11 +599,11 @@ fn add_event(t: &mut Tracked, ev: &RawEvent) -> bool {
 
 /// Judges a tracked pod; an update when the report changed.
 fn judge_tracked(
-    cfg: &Config,
+    cx: Cx,
     verdicts: &mut HashMap<(Verdict, Verdict), i64>,
     t: &mut Tracked,
 ) -> Option<Update> {
-    let u = report_of(cfg, verdicts, t);
+    let u = report_of(cx, verdicts, t);
     let hash = status_hash(&u.spec, &u.status);
     if hash == t.last_hash {
         return None;
@@ -529,12 +613,11 @@ fn judge_tracked(
 }
 
 /// Judges a tracked pod: its report as of now.
-fn report_of(
-    cfg: &Config,
-    verdicts: &mut HashMap<(Verdict, Verdict), i64>,
-    t: &mut Tracked,
-) -> Update {
-    let report = judge_history(&t.history, cfg, t.decided.as_ref());
+fn report_of(cx: Cx, verdicts: &mut HashMap<(Verdict, Verdict), i64>, t: &mut Tracked) -> Update {
+    let mut report = judge_history(&t.history, &cx.cfg, t.decided.as_ref());
+    if let Some(floor) = &mut t.probe_floor {
+        floor.apply(&mut report, cx.events_listed);
+    }
     t.decided = Some(Decided::of(&report));
     let now = (report.startup, report.shutdown);
     if now != t.verdicts {
@@ -753,6 +836,67 @@ mod tests {
         assert_eq!(s.pods_resync_done(None, 90).updates.len(), 1);
         s.pod_applied(&sidecar_pod("ns", "p2", "u2", running.clone()), 91);
         assert!(s.expired(10_000, 60, 0).is_empty());
+    }
+
+    fn unhealthy(name: &str, count: u32) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u1",
+                "fieldPath": "spec.initContainers{s}"},
+            "reason": "Unhealthy", "message": "Liveness probe failed: connection refused",
+            "type": "Warning", "count": count,
+            "firstTimestamp": "2025-07-14T00:00:05Z", "lastTimestamp": "2025-07-14T00:00:09Z"
+        }))
+        .unwrap()
+    }
+
+    fn liveness_count(u: &[Update]) -> u32 {
+        u.last().expect("a report").status.report.probe_failures[0].count
+    }
+
+    /// A restart whose event list lacks the expired events behind a stored
+    /// count of 5 neither lowers it nor hides later failures.
+    #[test]
+    fn a_restart_keeps_stored_probe_failures_and_counts_new_ones_on_top() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let p = sidecar_pod("ns", "p", "u1", running);
+        let mut first = Store::new(Config::default());
+        first.pod_applied(&p, 10);
+        let stored = first.event_applied(&unhealthy("p.old", 5), 11);
+        assert_eq!(liveness_count(&stored), 5);
+        let stored = stored.last().unwrap().clone();
+
+        // Restarted: the old event expired meanwhile.
+        let mut s = Store::new(Config::default());
+        s.preload("ns", &stored.report_name, &stored.spec, &stored.status);
+        assert!(
+            s.pod_applied(&p, 20).is_empty(),
+            "as stored: nothing to write"
+        );
+        assert_eq!(liveness_count(&s.current(20)), 5, "not lowered");
+        s.watches_synced();
+        assert_eq!(liveness_count(&s.current(21)), 5);
+        // New failures after the restart add to the stored count.
+        assert_eq!(
+            liveness_count(&s.event_applied(&unhealthy("p.new", 2), 22)),
+            7
+        );
+        assert_eq!(
+            liveness_count(&s.event_applied(&unhealthy("p.new", 3), 23)),
+            8
+        );
+
+        // Restarted while the old event still exists: it is not counted twice.
+        let mut s = Store::new(Config::default());
+        s.preload("ns", &stored.report_name, &stored.spec, &stored.status);
+        s.pod_applied(&p, 20);
+        s.event_applied(&unhealthy("p.old", 5), 20);
+        s.watches_synced();
+        assert_eq!(liveness_count(&s.current(21)), 5);
+        assert_eq!(
+            liveness_count(&s.event_applied(&unhealthy("p.old", 6), 22)),
+            6
+        );
     }
 
     #[test]
