@@ -11,7 +11,7 @@
 # cached by version (e2e/cluster/build.sh, build-kubelet.sh). A running
 # local cluster ($STATE, e.g. from make cluster-up) is taken down first.
 #
-# Suites: "full" is make e2e without its load pass (kwok pods do not depend
+# Suites: "full" is make e2e without its load and chaos passes (kwok pods do not depend
 # on the kubelet); "smoke" is the node smoke test, the article's scenarios
 # 1-7 and conformance's clean run (E2E_SUITE=smoke in e2e/run.sh).
 #
@@ -64,7 +64,7 @@ for row in "${ROWS[@]}"; do
   # row or of make cluster-up is taken down first.
   make --no-print-directory cluster-down >"$LOGDIR/$kv.down.log" 2>&1 ||
     { echo "e2e-matrix: make cluster-down failed (log: $LOGDIR/$kv.down.log)" >&2; exit 1; }
-  K8S_VERSION=$cp KUBELET_VERSION=$kv E2E_SUITE=$suite E2E_SKIP_LOAD=1 E2E_LOG=$log \
+  K8S_VERSION=$cp KUBELET_VERSION=$kv E2E_SUITE=$suite E2E_SKIP_LOAD=1 E2E_CHAOS=0 E2E_LOG=$log \
     bash e2e/run.sh > "$LOGDIR/$kv.out" 2>&1 || rc=$?
   el=$(( $(date +%s) - t0 ))
   # Every phase's "test result:" line: N passed; M failed.

@@ -5,6 +5,7 @@ pub mod events;
 pub mod gc;
 pub mod lease;
 pub mod ledger;
+pub mod memory;
 pub mod metrics;
 pub mod pending;
 pub mod queue;

@@ -3,6 +3,7 @@
 
 use crate::controller::lease::{Leadership, LeaseSettings, lease};
 use crate::controller::ledger::Ledger;
+use crate::controller::memory;
 use crate::controller::metrics::Metrics;
 use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
@@ -454,6 +455,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 }
             }
             _ = gc_tick.tick() => {
+                memory::release_free();
                 // Only the leader takes reports out of the index: a standby
                 // keeps them, to delete them once it leads.
                 if *leader.borrow() {
@@ -491,6 +493,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         };
         if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
             store.watches_synced();
+            memory::release_free();
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
         }
         let mut updates = updates;

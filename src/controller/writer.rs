@@ -623,6 +623,8 @@ pub async fn run(
                             queue.push(w);
                         }
                         seeded = true;
+                        // The pages of every stored report are free again.
+                        crate::controller::memory::release_free();
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "reading the stored reports after a takeover failed; retrying");
