@@ -319,6 +319,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         }
     };
 
+    // Turns true once the watches synced: the election is joined then.
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let Leadership {
         rx: mut leader,
         task: lease_task,
@@ -332,7 +334,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             namespace: &s.lease_namespace,
             identity: &s.identity,
         };
-        match lease(&client, &ls).await.map_err(RunError::Lease) {
+        match lease(&client, &ls, synced_rx.clone())
+            .await
+            .map_err(RunError::Lease)
+        {
             Err(e)
                 if patience
                     .again("taking part in the leader election", true, &e)
@@ -494,6 +499,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
             store.watches_synced();
             memory::release_free();
+            synced_tx.send_replace(true);
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
         }
         let mut updates = updates;
@@ -548,19 +554,20 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let _ = writer_task.await;
     drop(leader);
     if lease_lost {
-        let why = match lease_task {
-            Some(task) => match task.await {
+        let why = match lease_task.map(|mut t| t.try_recv()) {
+            Some(Ok(task)) => match task.await {
                 Ok(Err(e)) => e.to_string(),
                 Ok(Ok(_)) => "it ended".to_string(),
                 Err(e) => e.to_string(),
             },
-            None => "it ended".to_string(),
+            _ => "it ended".to_string(),
         };
         return Err(RunError::Lease(format!(
             "the leader election stopped: {why}"
         )));
     }
-    if let Some(task) = lease_task
+    if let Some(mut task) = lease_task
+        && let Ok(task) = task.try_recv()
         && let Ok(Ok(manager)) = task.await
         && let Err(e) = manager.release().await
     {
