@@ -293,16 +293,12 @@ fn field_path(path: &str) -> Option<(bool, &str)> {
     }
 }
 
-/// An Event read once, without its pod: who it is about and, when the rules
-/// use it, what it says, in a compact form. The controller keeps these (not
-/// whole Events) for pods it has not seen yet; `RawEvent::fit` places one on
-/// a pod. `event_fact` is the two steps at once.
+/// An Event read once, without its pod: what it says, in a compact form,
+/// for the pod `RawEvent::read` names beside it. The controller keeps these
+/// (not whole Events) for pods it has not seen yet; `RawEvent::fit` places
+/// one on a pod. `event_fact` is the two steps at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawEvent {
-    /// The pod's namespace (the object's, else the event's own).
-    pub namespace: Box<str>,
-    /// The pod's name.
-    pub pod: Box<str>,
     /// The pod's uid, when the event names one.
     pub uid: Option<Box<str>>,
     /// What the event says; None when no rule reads it.
@@ -331,38 +327,31 @@ impl RawBody {
 }
 
 impl RawEvent {
-    /// None when the event is not about a pod (or names none).
-    pub fn read(ev: &Event) -> Option<RawEvent> {
+    /// The pod the event is about, as (namespace, name) (the object's
+    /// namespace, else the event's own), and what it says; None when it is
+    /// not about a pod (or names none).
+    pub fn read(ev: &Event) -> Option<((String, String), RawEvent)> {
         let obj = &ev.involved_object;
         if obj.kind.as_deref().is_some_and(|k| k != "Pod") {
             return None;
         }
-        let pod = obj.name.as_deref()?;
+        let pod = obj.name.clone()?;
         let namespace = obj
             .namespace
-            .as_deref()
-            .or(ev.metadata.namespace.as_deref())
+            .clone()
+            .or_else(|| ev.metadata.namespace.clone())
             .unwrap_or_default();
-        Some(RawEvent {
-            namespace: namespace.into(),
-            pod: pod.into(),
+        let raw = RawEvent {
             uid: obj.uid.as_deref().filter(|u| !u.is_empty()).map(Into::into),
             body: raw_body(ev),
-        })
+        };
+        Some(((namespace, pod), raw))
     }
 
-    /// Whether this event can be about `pod` (same name, and the same
-    /// namespace and uid where both are known).
-    fn about(&self, pod: &PodFacts) -> bool {
-        let same = |a: &str, b: &str| a.is_empty() || b.is_empty() || a == b;
-        *self.pod == *pod.name
-            && same(&self.namespace, &pod.namespace)
-            && same(self.uid.as_deref().unwrap_or_default(), &pod.uid)
-    }
-
-    /// What this event is to `pod`.
+    /// What this event is to `pod`, the pod of the name it was read with.
     pub fn fit(&self, pod: &PodFacts) -> EventFit {
-        if !self.about(pod) {
+        let uid = self.uid.as_deref().unwrap_or_default();
+        if !(uid.is_empty() || pod.uid.is_empty() || uid == pod.uid) {
             return EventFit::OtherObject;
         }
         let Some(b) = &self.body else {
@@ -471,9 +460,12 @@ fn raw_body(ev: &Event) -> Option<RawBody> {
 
 /// Decides whether `ev` is about `pod` and, if the rules use it, projects it.
 pub fn event_fact(pod: &PodFacts, ev: &Event) -> EventFit {
+    let same = |a: &str, b: &str| a.is_empty() || b.is_empty() || a == b;
     match RawEvent::read(ev) {
-        Some(raw) => raw.fit(pod),
-        None => EventFit::OtherObject,
+        Some(((namespace, name), raw)) if name == pod.name && same(&namespace, &pod.namespace) => {
+            raw.fit(pod)
+        }
+        _ => EventFit::OtherObject,
     }
 }
 

@@ -204,7 +204,7 @@ mod tests {
             "firstTimestamp": at, "lastTimestamp": at, "count": 1
         }))
         .unwrap();
-        RawEvent::read(&ev).unwrap()
+        RawEvent::read(&ev).unwrap().1
     }
 
     fn key(pod: &str) -> Key {
@@ -319,7 +319,7 @@ mod tests {
             "reason": "FailedMount", "firstTimestamp": AT
         }))
         .unwrap();
-        p.push(key("x"), RawEvent::read(&ev).unwrap(), AT_SECS);
+        p.push(key("x"), RawEvent::read(&ev).unwrap().1, AT_SECS);
         assert!(p.is_empty());
     }
 }

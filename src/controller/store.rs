@@ -102,8 +102,12 @@ impl ProbeFloor {
             match rebuilt {
                 Some(p) => {
                     p.count = count;
-                    p.first_time = p.first_time.clone().min(stored.first_time.clone());
-                    p.last_time = p.last_time.clone().max(stored.last_time.clone());
+                    if stored.first_time < p.first_time {
+                        p.first_time.clone_from(&stored.first_time);
+                    }
+                    if stored.last_time > p.last_time {
+                        p.last_time.clone_from(&stored.last_time);
+                    }
                 }
                 None => report.probe_failures.push(ProbeFailure {
                     count,
@@ -381,10 +385,7 @@ impl Store {
 
     /// Takes in a pod's new version without judging it; the key when tracked.
     fn upsert(&mut self, pod: &Pod, now: i64) -> Option<(Key, Vec<Update>)> {
-        let key = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = pod_key(pod);
         for (scope, listed) in self.resync.iter_mut() {
             if scope.as_ref().is_none_or(|ns| *ns == key.0) {
                 listed.insert(key.clone());
@@ -467,17 +468,20 @@ impl Store {
         out
     }
 
+    /// Whether `key` is tracked as the pod `uid` (an empty uid: any).
+    fn tracks(&self, key: &Key, uid: &str) -> bool {
+        self.pods
+            .get(key)
+            .is_some_and(|t| uid.is_empty() || t.history.pod.uid == uid)
+    }
+
     /// A pod was deleted: its final status is judged and it is forgotten.
     pub fn pod_deleted(&mut self, pod: &Pod, now: i64) -> Vec<Update> {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let key = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = pod_key(pod);
         self.pending.gone(&key, uid, now);
-        match self.pods.get(&key) {
-            Some(t) if t.history.pod.uid == uid || uid.is_empty() => {}
-            _ => return Vec::new(),
+        if !self.tracks(&key, uid) {
+            return Vec::new();
         }
         // The deleted object carries the last status: take it in first.
         let Some((key, mut out)) = self.upsert(pod, now) else {
@@ -492,14 +496,10 @@ impl Store {
     /// A pod left the label selector: forgotten without a last judgement.
     /// Its report is left as it is (not closed, never GC's to delete).
     pub fn pod_unwatched(&mut self, pod: &Pod) {
-        let key = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = pod_key(pod);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        match self.pods.get(&key) {
-            Some(t) if t.history.pod.uid == uid || uid.is_empty() => {}
-            _ => return,
+        if !self.tracks(&key, uid) {
+            return;
         }
         if let Some(t) = self.pods.remove(&key)
             && let Some(n) = self.verdicts.get_mut(&t.verdicts)
@@ -513,10 +513,9 @@ impl Store {
 
     /// An Event was added or changed.
     pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
-        let Some(raw) = RawEvent::read(ev) else {
+        let Some((key, raw)) = RawEvent::read(ev) else {
             return Vec::new();
         };
-        let key = (raw.namespace.to_string(), raw.pod.to_string());
         let cx = self.cx();
         match self.pods.get_mut(&key) {
             Some(t) => {
@@ -587,6 +586,14 @@ pub fn close_unseen(status: &mut ReportStatus, at: i64) {
     if status.report.shutdown == Verdict::Pending {
         status.report.shutdown = Verdict::Indeterminate;
     }
+}
+
+/// A pod's key in the index: (namespace, name).
+fn pod_key(pod: &Pod) -> Key {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Adds an event to a tracked pod; false when it changed nothing.
