@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client};
 use serde_json::Value;
+use sidecar_order::controller::store::UNWATCHED_GAP;
 use sidecar_order::crd::SidecarOrderReport;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -48,10 +49,6 @@ fn text(v: &Value, path: &[&str]) -> String {
     }
     v.as_str().unwrap_or("-").to_string()
 }
-
-/// The gap a report names when its pod was deleted while the controller
-/// was not watching (`store::close_unseen`).
-pub const UNWATCHED_GAP: &str = "the pod was deleted while the controller was not watching";
 
 /// Checks every pod of `book`. `unwatched_end` says whether a pod (by uid)
 /// may have ended while no watch was up (the chaos run's API server

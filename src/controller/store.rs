@@ -573,16 +573,16 @@ impl Store {
     }
 }
 
+/// The gap of a report closed by `close_unseen`.
+pub const UNWATCHED_GAP: &str = "the pod was deleted while the controller was not watching";
+
 /// A stored report, still read as live, of a pod found gone at `at` (unix
 /// seconds) by a controller that did not watch it end: closed as seen from
 /// outside, its shutdown undecided.
 pub fn close_unseen(status: &mut ReportStatus, at: i64) {
     status.pod_ended_at = Some(rfc3339(at));
     status.report.evidence = crate::report::Evidence::Partial;
-    status
-        .report
-        .gaps
-        .push("the pod was deleted while the controller was not watching".into());
+    status.report.gaps.push(UNWATCHED_GAP.into());
     if status.report.shutdown == Verdict::Pending {
         status.report.shutdown = Verdict::Indeterminate;
     }
