@@ -27,6 +27,9 @@ fail() {
   k -n "$NS" get deploy,pods -o wide >&2 || true
   k -n "$NS" logs -l app.kubernetes.io/instance=$RELEASE --tail=50 >&2 || true
   k -n "$TEST_NS" get pods,sor -o wide >&2 || true
+  # Why a pod is Pending (FailedScheduling names the taint or resource).
+  k -n "$NS" get events --field-selector involvedObject.kind=Pod -o 'custom-columns=REASON:.reason,MESSAGE:.message' >&2 || true
+  bash e2e/cluster/schedulable.sh >&2 || true
   exit 1
 }
 

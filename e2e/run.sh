@@ -83,6 +83,8 @@ log "node smoke test: the kubelet stops app, second-sidecar, first-sidecar in th
 make --no-print-directory cluster-smoke 2>&1 | tee -a "$LOG"
 log "controller image (make image)"
 make --no-print-directory image 2>&1 | tee -a "$LOG"
+# The node must take pods (Ready, no disk-pressure taint) before anything is deployed.
+bash e2e/cluster/schedulable.sh 2>&1 | tee -a "$LOG"
 if [[ $SUITE == smoke ]]; then
   export E2E_SKIP_LOAD=1 E2E_CHAOS=0
 else

@@ -47,6 +47,9 @@ else
   CGROUP_PARENT=${SIDECAR_ORDER_CGROUP_PARENT:-sidecar-order-$(printf %s "$STATE" | cksum | cut -d' ' -f1)}
 fi
 
+# The cluster's processes, in start order (up.sh starts them, down.sh stops them by PID).
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
+
 export PATH="$CACHE_BIN:$PATH"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -7,7 +7,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 START=$(date +%s)
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
 READY_TIMEOUT=${SIDECAR_ORDER_READY_TIMEOUT:-180}
 
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
@@ -318,9 +317,9 @@ imageGCLowThresholdPercent: 99
 imageMinimumGCAge: 87600h
 evictionHard:
   memory.available: "50Mi"
-  nodefs.available: "1%"
+  nodefs.available: "256Mi"
   nodefs.inodesFree: "1%"
-  imagefs.available: "1%"
+  imagefs.available: "256Mi"
   imagefs.inodesFree: "1%"
 evictionPressureTransitionPeriod: 10s
 serializeImagePulls: false
