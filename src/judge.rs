@@ -65,6 +65,53 @@ fn check_key(c: &Check) -> u32 {
 }
 
 impl Decided {
+    /// Takes in what another judgement of the same pod decided (a stored
+    /// report another replica wrote): its decided checks this one lacks,
+    /// its violations, a phase it Verified.
+    pub fn absorb(&mut self, other: &Decided) {
+        let mut checks = std::mem::take(&mut self.checks).into_vec();
+        for c in other.checks.iter() {
+            if !checks.iter().any(|(k, ..)| *k == c.0) {
+                checks.push(*c);
+            }
+        }
+        self.checks = checks.into_boxed_slice();
+        let mut violations = std::mem::take(&mut self.violations).into_vec();
+        for v in other.violations.iter() {
+            if !violations
+                .iter()
+                .any(|m| m.rule == v.rule && m.containers == v.containers)
+            {
+                violations.push(v.clone());
+            }
+        }
+        self.violations = violations.into_boxed_slice();
+        if other.startup == Some(Verdict::Verified) {
+            self.startup = other.startup;
+        }
+        if other.shutdown == Some(Verdict::Verified) {
+            self.shutdown = other.shutdown;
+        }
+    }
+
+    /// Whether this judgement holds everything `other` decided: each of
+    /// its violations, its decided checks, a phase it Verified.
+    pub fn holds(&self, other: &Decided) -> bool {
+        let verified = |mine: Option<Verdict>, theirs: Option<Verdict>| {
+            theirs != Some(Verdict::Verified) || mine == Some(Verdict::Verified)
+        };
+        other.violations.iter().all(|v| {
+            self.violations
+                .iter()
+                .any(|m| m.rule == v.rule && m.containers == v.containers)
+        }) && other
+            .checks
+            .iter()
+            .all(|c| self.checks.iter().any(|m| m.0 == c.0))
+            && verified(self.startup, other.startup)
+            && verified(self.shutdown, other.shutdown)
+    }
+
     pub fn of(r: &Report) -> Decided {
         Decided {
             checks: r

@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
 use sidecar_order::controller::ledger::{Ledger, status_hash};
-use sidecar_order::controller::store::{Store, Update};
+use sidecar_order::controller::store::{Store, StoredReport, Update};
 use sidecar_order::judge::Config;
 use sidecar_order::model::ProbeKind;
 use sidecar_order::report::Verdict;
@@ -220,7 +220,12 @@ fn restarted(updates: &[Update]) -> (HashMap<String, &Update>, Store, Ledger) {
     let mut second = Store::new(Config::default());
     let mut ledger = Ledger::default();
     for u in written.values() {
-        second.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
+        second.preload(StoredReport::of(
+            &u.namespace,
+            &u.report_name,
+            &u.spec,
+            &u.status,
+        ));
         ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
     }
     (written, second, ledger)

@@ -5,11 +5,11 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use sidecar_order::controller::ledger::status_hash;
+use sidecar_order::controller::ledger::{Ledger, status_hash};
 use sidecar_order::controller::metrics::{Metrics, WRITE_RESULTS};
 use sidecar_order::controller::store::{Update, Workload};
 use sidecar_order::controller::writer::{
-    self, Call, Msg, Outgoing, ReportWriter, Work, WriteError, WriterConfig,
+    self, Call, Msg, Outgoing, ReportWriter, Takeover, Work, WriteError, WriterConfig,
 };
 use sidecar_order::crd::{ReportSpec, ReportStatus};
 use sidecar_order::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
@@ -307,10 +307,9 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
     quiet(&mut handle, Duration::from_millis(300)).await;
     // ...the takeover brings the index's reports: the stored ones are read
     // (none here), then what differs is written.
-    tx.send(Msg::Takeover(vec![update(Verdict::Verified, vec![])]))
+    tx.send(takeover(vec![update(Verdict::Verified, vec![])], &[]))
         .await
         .unwrap();
-    list_reports(&mut handle, vec![]).await;
     expect(&mut handle, "PATCH", &spec_path()).await;
     let st = expect(&mut handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
@@ -634,46 +633,69 @@ fn every_error_counts_as_a_known_result() {
     assert_eq!(timeout.category(), "timeout");
 }
 
-/// Answers the writer's paginated LIST of every stored report with `items`.
-async fn list_reports(handle: &mut Handle, items: Vec<Update>) {
+/// A takeover: the index's `reports`, and the ledger of the `stored` ones.
+fn takeover(reports: Vec<Update>, stored: &[Update]) -> Msg {
+    let mut ledger = Ledger::default();
+    for u in stored {
+        ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
+    }
+    Msg::Takeover(Takeover { ledger, reports })
+}
+
+/// A standby wins the lease; its index has a report with a violation; the
+/// stored reports are `stored`.
+async fn handover(stored: Vec<Update>) -> Running {
+    let r = start_writer(false);
+    r.lead_tx.send(true).unwrap();
+    r.tx.send(takeover(
+        vec![update(Verdict::Violated, vec![violation()])],
+        &stored,
+    ))
+    .await
+    .unwrap();
+    r
+}
+
+/// The stored reports are read a page at a time into the ledger (what each
+/// counted), what the index keeps of each, and the reports without a status.
+#[tokio::test]
+async fn the_stored_reports_are_read_into_ledger_and_index() {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock, "default");
+    let read = tokio::spawn(sidecar_order::controller::stored::read(client, vec![]));
     let (_, send) = next(
-        handle,
+        &mut handle,
         "GET",
         "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
     )
     .await;
-    let items: Vec<Value> = items
-        .into_iter()
-        .map(|u| {
-            json!({
-                "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
-                "metadata": {"name": u.report_name, "namespace": u.namespace},
-                "spec": u.spec, "status": u.status,
-            })
-        })
-        .collect();
+    let held = update(Verdict::Violated, vec![violation()]);
     let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReportList",
-        "metadata": {"resourceVersion": "1"}, "items": items});
+    "metadata": {"resourceVersion": "1"}, "items": [
+        {"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+         "metadata": {"name": held.report_name, "namespace": held.namespace},
+         "spec": held.spec, "status": held.status},
+        {"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+         "metadata": {"name": "empty-1", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
+         "spec": held.spec},
+    ]});
     send.send_response(
         Response::builder()
             .body(Body::from(serde_json::to_vec(&body).unwrap()))
             .unwrap(),
     );
-}
-
-/// A standby wins the lease; its index has a report with a violation; the
-/// stored reports (read once, paginated) are `stored`.
-async fn handover(stored: Vec<Update>) -> Running {
-    let mut r = start_writer(false);
-    r.lead_tx.send(true).unwrap();
-    r.tx.send(Msg::Takeover(vec![update(
-        Verdict::Violated,
-        vec![violation()],
-    )]))
-    .await
-    .unwrap();
-    list_reports(&mut r.handle, stored).await;
-    r
+    let stored = read.await.unwrap().unwrap();
+    assert_eq!(stored.ledger.len(), 1);
+    let key = (held.namespace.clone(), held.report_name.clone());
+    assert!(
+        stored
+            .ledger
+            .holds(&key, status_hash(&held.spec, &held.status))
+    );
+    assert_eq!(stored.reports.len(), 1);
+    assert_eq!(stored.empty.len(), 1);
+    assert_eq!(stored.empty[0].0.name, "empty-1");
+    assert_eq!(stored.empty[0].1, 1_767_225_600);
 }
 
 /// The old leader stored exactly what the new one's index says: nothing is
@@ -861,10 +883,9 @@ async fn with_leader_election_the_first_lease_is_a_takeover() {
     let mut r = start_with(true, cfg, 8);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
     quiet(&mut r.handle, Duration::from_millis(300)).await;
-    r.tx.send(Msg::Takeover(vec![update(Verdict::Verified, vec![])]))
+    r.tx.send(takeover(vec![update(Verdict::Verified, vec![])], &[]))
         .await
         .unwrap();
-    list_reports(&mut r.handle, vec![]).await;
     expect(&mut r.handle, "PATCH", &spec_path()).await;
     let st = expect(&mut r.handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");

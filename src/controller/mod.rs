@@ -12,5 +12,6 @@ pub mod queue;
 pub mod run;
 pub mod selector;
 pub mod store;
+pub mod stored;
 pub mod workload;
 pub mod writer;

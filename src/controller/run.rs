@@ -7,7 +7,8 @@ use crate::controller::memory;
 use crate::controller::metrics::Metrics;
 use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
-use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
+use crate::controller::stored::{self, Stored};
+use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Takeover, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
 use futures::{Stream, StreamExt, stream};
@@ -247,36 +248,24 @@ async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> Re
     Ok(())
 }
 
-/// Reports stored in the watched namespaces, listed a page at a time: what
-/// earlier runs recorded. The store keeps each one's decided checks (so a
-/// verdict never goes back) and the writer's ledger what it counted (so
-/// nothing is counted or written twice).
+/// Reports stored in the watched namespaces: what earlier runs recorded.
+/// The store keeps each one's decided checks and the writer's ledger what
+/// it counted (see `stored`).
 async fn preload(client: &Client, s: &Settings, store: &mut Store) -> Result<Ledger, RunError> {
-    let mut ledger = Ledger::default();
-    let loaded = writer::list_reports(client, &s.namespaces, |r| {
-        let (Some(ns), Some(name)) = (r.metadata.namespace.as_deref(), r.metadata.name.as_deref())
-        else {
-            return;
-        };
-        match &r.status {
-            Some(status) => {
-                ledger.seed(ns, name, &r.spec, status);
-                store.preload(ns, name, &r.spec, status);
-            }
-            None => {
-                let created = r
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(0, |t| t.0.as_second());
-                store.preload_empty(ns, name, created)
-            }
-        }
-    })
-    .await
-    .map_err(RunError::Preload)?;
-    tracing::info!(reports = loaded, "loaded existing reports");
-    Ok(ledger)
+    let stored = stored::read(client.clone(), s.namespaces.clone())
+        .await
+        .map_err(RunError::Preload)?;
+    tracing::info!(
+        reports = stored.ledger.len() + stored.empty.len(),
+        "loaded existing reports"
+    );
+    for r in stored.reports {
+        store.preload(r);
+    }
+    for (r, created) in stored.empty {
+        store.preload_empty(r, created);
+    }
+    Ok(stored.ledger)
 }
 
 /// The Events watched: about pods, without the reasons no rule reads that
@@ -350,8 +339,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     };
     let (tx, rx) = mpsc::channel::<Msg>(1024);
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
-        .with_ledger(ledger)
-        .with_namespaces(s.namespaces.clone());
+        .with_ledger(ledger);
     // One snapshot of the lease for the whole start: with leader election,
     // leading from the start is a takeover like any other (found by the
     // chaos run: a lease taken between two separate reads was never taken
@@ -402,6 +390,11 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     // differs from the stored reports. (With leader election the takeover
     // does the same.)
     let mut initial_sync_due = !s.leader_elect;
+    // A takeover reads the stored reports (started once the lease is held,
+    // so the old leader's last writes are in), takes what they decided
+    // into the index, then hands the index and their ledger to the writer.
+    let mut reading: Option<tokio::task::JoinHandle<Result<Stored, kube::Error>>> = None;
+    let mut read: Option<Stored> = None;
     loop {
         // Work other than report updates: closing and deleting reports.
         let mut other: Vec<Work> = Vec::new();
@@ -459,11 +452,28 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     }
                 }
             }
+            done = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
+                reading = None;
+                match done {
+                    Ok(Ok(stored)) => read = Some(stored),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the stored reports after a takeover failed; retrying");
+                        let (client, namespaces) = (client.clone(), s.namespaces.clone());
+                        reading = Some(tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            stored::read(client, namespaces).await
+                        }));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reading the stored reports was cancelled"),
+                }
+                Vec::new()
+            }
             _ = gc_tick.tick() => {
                 memory::release_free();
                 // Only the leader takes reports out of the index: a standby
-                // keeps them, to delete them once it leads.
-                if *leader.borrow() {
+                // keeps them, to delete them once it leads (and a takeover
+                // in progress sends nothing).
+                if *leader.borrow() && !takeover_due {
                     let doomed = store.expired(now(), s.report_ttl.as_secs() as i64, s.max_reports);
                     if !doomed.is_empty() {
                         tracing::info!(reports = doomed.len(), "deleting expired reports");
@@ -489,6 +499,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     takeover_due = true;
                 } else if !l {
                     takeover_due = false;
+                }
+                if !l {
+                    // A read of another term is not this one's.
+                    if let Some(r) = reading.take() {
+                        r.abort();
+                    }
+                    read = None;
                 }
                 was_leader = l;
                 Vec::new()
@@ -517,14 +534,35 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         }
         let is_leader = *leader.borrow();
         if takeover_due && is_leader && ready.load(Ordering::Relaxed) {
-            takeover_due = false;
-            let current = store.current(now());
-            tracing::info!(
-                reports = current.len(),
-                "took the lease over: reconciling with the stored reports"
-            );
-            if tx.send(Msg::Takeover(current)).await.is_err() {
-                break;
+            match read.take() {
+                Some(stored) => {
+                    takeover_due = false;
+                    let reports = stored.reports.len();
+                    store.took_over(stored.reports);
+                    let current = store.current(now());
+                    tracing::info!(
+                        stored = reports,
+                        reports = current.len(),
+                        "took the lease over: stored reports read; writing what differs"
+                    );
+                    let takeover = Takeover {
+                        ledger: stored.ledger,
+                        reports: current,
+                    };
+                    if tx.send(Msg::Takeover(takeover)).await.is_err() {
+                        break;
+                    }
+                    // The pages of every stored report are free again.
+                    memory::release_free();
+                }
+                None if reading.is_none() => {
+                    tracing::info!("took the lease over: reading the stored reports");
+                    reading = Some(tokio::spawn(stored::read(
+                        client.clone(),
+                        s.namespaces.clone(),
+                    )));
+                }
+                None => {}
             }
         }
         // A standby sends nothing: the leader writes, and a takeover

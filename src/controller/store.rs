@@ -141,15 +141,33 @@ impl Nodes {
     }
 }
 
-/// What a stored report loaded at start-up holds, compactly, until its pod
-/// is seen (or its namespace's list ends without it).
-struct Preloaded {
+/// What the index keeps of a stored report: read at start-up (kept until
+/// its pod is seen, or its namespace's list ends without it) and at every
+/// takeover (taken into its pod's judgement, `Store::took_over`).
+pub struct StoredReport {
     namespace: String,
     name: String,
+    pod_name: String,
+    uid: String,
     status_hash: u64,
     decided: Decided,
     ended_at: Option<i64>,
     probe_floor: Option<Box<ProbeFloor>>,
+}
+
+impl StoredReport {
+    pub fn of(namespace: &str, name: &str, spec: &ReportSpec, status: &ReportStatus) -> Self {
+        StoredReport {
+            namespace: namespace.into(),
+            name: name.into(),
+            pod_name: spec.pod_name.clone(),
+            uid: spec.pod_uid.clone(),
+            status_hash: status_hash(spec, status),
+            decided: Decided::of(&status.report),
+            ended_at: secs_of(&status.pod_ended_at),
+            probe_floor: ProbeFloor::of(&status.report.probe_failures),
+        }
+    }
 }
 
 /// What a (re)list's end produced: reports of pods that are gone, and
@@ -184,7 +202,8 @@ pub struct Store {
     pods: HashMap<Key, Box<Tracked>>,
     /// Events of pods not seen yet.
     pending: Pending,
-    preloaded: HashMap<String, Preloaded>,
+    /// Stored reports read at start-up whose pod is not seen yet, by pod uid.
+    preloaded: HashMap<String, StoredReport>,
     /// Pods listed so far by each (re)list in progress, by its watch's
     /// namespace (None: all namespaces).
     resync: HashMap<Option<String>, HashSet<Key>>,
@@ -299,36 +318,50 @@ impl Store {
     /// Remembers a report that exists already (before the first pod list), so
     /// its counts are not counted again and an unchanged status is not
     /// rewritten. Only its ledger is kept, not the report.
-    pub fn preload(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        spec: &ReportSpec,
-        status: &ReportStatus,
-    ) {
-        self.preloaded.insert(
-            spec.pod_uid.clone(),
-            Preloaded {
-                namespace: namespace.into(),
-                name: name.into(),
-                status_hash: status_hash(spec, status),
-                decided: Decided::of(&status.report),
-                ended_at: secs_of(&status.pod_ended_at),
-                probe_floor: ProbeFloor::of(&status.report.probe_failures),
-            },
-        );
+    pub fn preload(&mut self, stored: StoredReport) {
+        self.preloaded.insert(stored.uid.clone(), stored);
+    }
+
+    /// This replica took the lease over and read the stored reports: what
+    /// another replica recorded since this process started is kept, so no
+    /// counted violation leaves a report. A tracked pod's judgement gains
+    /// the stored decided checks, violations and Verified phases, and its
+    /// probe counts take the stored ones as their floor. A final report kept
+    /// for a pod that ended lately (`current`) that lacks what its stored
+    /// report decided is dropped: the stored one stays (closed by the writer
+    /// if it still reads as live).
+    pub fn took_over(&mut self, stored: Vec<StoredReport>) {
+        let mut untracked: HashMap<(String, String), Decided> = HashMap::new();
+        for s in stored {
+            match self
+                .pods
+                .get_mut(&(s.namespace.clone(), s.pod_name.clone()))
+            {
+                Some(t) if t.history.pod.uid == s.uid => {
+                    match &mut t.decided {
+                        Some(d) => d.absorb(&s.decided),
+                        None => t.decided = Some(s.decided),
+                    }
+                    if s.probe_floor.is_some() {
+                        t.probe_floor = s.probe_floor;
+                    }
+                }
+                _ => {
+                    untracked.insert((s.namespace, s.name), s.decided);
+                }
+            }
+        }
+        self.recent.retain(|(_, u)| {
+            untracked
+                .get(&(u.namespace.clone(), u.report_name.clone()))
+                .is_none_or(|d| Decided::of(&u.status.report).holds(d))
+        });
     }
 
     /// A stored report without a status (its first status write failed):
     /// nothing to count; GC may take it once its age passes the TTL.
-    pub fn preload_empty(&mut self, namespace: &str, name: &str, created: i64) {
-        self.gone.insert(
-            ReportRef {
-                namespace: namespace.into(),
-                name: name.into(),
-            },
-            created,
-        );
+    pub fn preload_empty(&mut self, report: ReportRef, created: i64) {
+        self.gone.insert(report, created);
     }
 
     /// A (re)list of pods starts, by the watch of one namespace (`scope`) or
@@ -875,7 +908,12 @@ mod tests {
 
         // Restarted: the old event expired meanwhile.
         let mut s = Store::new(Config::default());
-        s.preload("ns", &stored.report_name, &stored.spec, &stored.status);
+        s.preload(StoredReport::of(
+            "ns",
+            &stored.report_name,
+            &stored.spec,
+            &stored.status,
+        ));
         assert!(
             s.pod_applied(&p, 20).is_empty(),
             "as stored: nothing to write"
@@ -895,7 +933,12 @@ mod tests {
 
         // Restarted while the old event still exists: it is not counted twice.
         let mut s = Store::new(Config::default());
-        s.preload("ns", &stored.report_name, &stored.spec, &stored.status);
+        s.preload(StoredReport::of(
+            "ns",
+            &stored.report_name,
+            &stored.spec,
+            &stored.status,
+        ));
         s.pod_applied(&p, 20);
         s.event_applied(&unhealthy("p.old", 5), 20);
         s.watches_synced();
@@ -945,7 +988,12 @@ mod tests {
         // Reports an earlier run wrote for both pods.
         let mut earlier = Store::new(Config::default());
         for u in [earlier.pod_applied(&a, 5), earlier.pod_applied(&b, 5)].concat() {
-            s.preload(&u.namespace, &u.report_name, &u.spec, &u.status);
+            s.preload(StoredReport::of(
+                &u.namespace,
+                &u.report_name,
+                &u.spec,
+                &u.status,
+            ));
         }
         // Both watches list at once (as at start-up): a's list ends first.
         s.pods_resync_start(Some("a"));
@@ -1080,5 +1128,78 @@ mod tests {
             &Config::default(),
         );
         assert_eq!(offline.shutdown, Verdict::Indeterminate);
+    }
+
+    /// Found by the chaos run (2 violations counted that no stored report
+    /// held): a replica that took the lease over judged a pod from fewer
+    /// watch updates than the old leader, and its report would have
+    /// replaced the stored one without the violation. The first sidecar
+    /// stops in an earlier update than the second, within one second: only
+    /// the watch order shows the broken reverse order.
+    #[test]
+    fn a_takeover_keeps_what_the_stored_reports_decided() {
+        let mk = |first: serde_json::Value, second: serde_json::Value, app: serde_json::Value| {
+            pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": "2025-07-14T00:01:00Z", "deletionGracePeriodSeconds": 30},
+            "spec": {"initContainers": [{"name": "s1", "restartPolicy": "Always"}, {"name": "s2", "restartPolicy": "Always"}],
+                     "containers": [{"name": "app"}]},
+            "status": {"initContainerStatuses": [
+                {"name": "s1", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": first},
+                {"name": "s2", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": second}],
+              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
+        };
+        let running = |t: &str| serde_json::json!({"running": {"startedAt": t}});
+        let done = |t: &str, f: &str| serde_json::json!({"terminated": {"exitCode": 0, "startedAt": t, "finishedAt": f}});
+        let (t0, t1, t2) = (
+            "2025-07-14T00:00:01Z",
+            "2025-07-14T00:00:02Z",
+            "2025-07-14T00:00:03Z",
+        );
+        let (app_end, fin) = ("2025-07-14T00:00:38Z", "2025-07-14T00:00:40Z");
+        let all_running = mk(running(t0), running(t1), running(t2));
+        let last = mk(done(t0, fin), done(t1, fin), done(t2, app_end));
+        let mut leader = Store::new(Config::default());
+        leader.pod_applied(&all_running, 40);
+        leader.pod_applied(&mk(running(t0), running(t1), done(t2, app_end)), 40);
+        leader.pod_applied(&mk(done(t0, fin), running(t1), done(t2, app_end)), 40);
+        let stored = leader.pod_applied(&last, 41).pop().expect("an update");
+        let held = |u: &Update| {
+            u.status
+                .report
+                .violations
+                .iter()
+                .any(|v| v.rule == crate::report::Rule::SidecarStopOrder)
+        };
+        assert!(held(&stored), "{:#?}", stored.status.report);
+        let stored_report =
+            || StoredReport::of("ns", &stored.report_name, &stored.spec, &stored.status);
+
+        // The standby saw the pod running, then everything stopped.
+        let mut standby = Store::new(Config::default());
+        standby.pod_applied(&all_running, 40);
+        let own = standby.pod_applied(&last, 41).pop().expect("an update");
+        assert!(!held(&own), "{:#?}", own.status.report);
+        assert_eq!(own.status.report.shutdown, Verdict::Indeterminate);
+        standby.watches_synced();
+        standby.took_over(vec![stored_report()]);
+        let now = standby.current(42);
+        assert_eq!(now.len(), 1);
+        assert!(held(&now[0]), "{:#?}", now[0].status.report);
+        assert_eq!(now[0].status.report.shutdown, Verdict::Violated);
+
+        // The pod ended before the takeover: the standby's final report
+        // lacks the stored violation and is not written.
+        let mut standby = Store::new(Config::default());
+        standby.pod_applied(&all_running, 40);
+        standby.pod_applied(&last, 41);
+        standby.pod_deleted(&last, 41);
+        assert_eq!(standby.current(42).len(), 1, "the final report is kept");
+        standby.took_over(vec![stored_report()]);
+        assert!(standby.current(42).is_empty());
+
+        // A final report that holds what the stored one decided is kept.
+        leader.pod_deleted(&last, 41);
+        leader.took_over(vec![stored_report()]);
+        assert_eq!(leader.current(42).len(), 1);
     }
 }

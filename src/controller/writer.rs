@@ -149,8 +149,6 @@ pub struct ReportWriter {
     call_timeout: Duration,
     /// What the stored reports hold.
     ledger: Mutex<Ledger>,
-    /// The namespaces whose reports are this controller's (empty: all).
-    namespaces: Vec<String>,
 }
 
 impl ReportWriter {
@@ -161,7 +159,6 @@ impl ReportWriter {
             metrics,
             call_timeout: WriterConfig::default().call_timeout,
             ledger: Mutex::new(Ledger::default()),
-            namespaces: Vec::new(),
         }
     }
 
@@ -171,11 +168,6 @@ impl ReportWriter {
             ledger: Mutex::new(ledger),
             ..self
         }
-    }
-
-    /// Limits the reports read on a takeover to these namespaces.
-    pub fn with_namespaces(self, namespaces: Vec<String>) -> Self {
-        ReportWriter { namespaces, ..self }
     }
 
     /// One API call under the call timeout.
@@ -442,11 +434,20 @@ impl ReportWriter {
 #[derive(Debug)]
 pub enum Msg {
     Work(Work),
-    /// This replica just took the lease over: every tracked pod's report
-    /// as judged now (and the final ones of pods that ended lately). The
-    /// writer reads the stored reports again, writes what differs, and
-    /// closes stored live reports of pods it does not know.
-    Takeover(Vec<Update>),
+    /// This replica just took the lease over and read the stored reports.
+    /// The writer writes what differs and closes stored live reports of
+    /// pods it does not know.
+    Takeover(Takeover),
+}
+
+/// A takeover, once the stored reports are read.
+#[derive(Debug)]
+pub struct Takeover {
+    /// What the stored reports counted and announced.
+    pub ledger: Ledger,
+    /// Every tracked pod's report as judged now, after taking in what the
+    /// stored ones decided (and the final ones of pods that ended lately).
+    pub reports: Vec<Update>,
 }
 
 /// Every stored report of `namespaces` (empty: all), a page at a time.
@@ -493,22 +494,6 @@ where
     }
 }
 
-/// The ledger of the stored reports, read again (a takeover).
-async fn read_ledger(client: Client, namespaces: Vec<String>) -> Result<Ledger, kube::Error> {
-    let mut ledger = Ledger::default();
-    list_reports(&client, &namespaces, |r| {
-        if let (Some(ns), Some(name), Some(status)) = (
-            r.metadata.namespace.as_deref(),
-            r.metadata.name.as_deref(),
-            r.status.as_ref(),
-        ) {
-            ledger.seed(ns, name, &r.spec, status);
-        }
-    })
-    .await?;
-    Ok(ledger)
-}
-
 /// What a takeover queues once the stored reports are read: every report
 /// of the index (those the stored reports hold already are not written),
 /// and a close for every stored live report whose pod this replica does
@@ -537,11 +522,10 @@ fn takeover_work(ledger: &Ledger, reports: Vec<Update>, now: Instant, at: i64) -
     out
 }
 
-type Seeding = tokio::task::JoinHandle<Result<Ledger, kube::Error>>;
-
 /// The writer task: takes messages from `rx` at once, keeps the newest
 /// work per report while it leads (a standby keeps none), and writes it.
-/// After a takeover it writes nothing until the stored reports are read.
+/// With leader election it writes nothing until a takeover brings the
+/// stored reports' ledger (`Msg::Takeover`), nor after losing the lease.
 /// When `rx` closes, it flushes what is pending for at most
 /// `cfg.flush_timeout`; when the leader's sender is dropped, it stops.
 pub async fn run(
@@ -556,8 +540,6 @@ pub async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut flush_until: Option<Instant> = None;
     let mut seeded = cfg.trust_initial_ledger;
-    let mut seeding: Option<Seeding> = None;
-    let mut takeover: Option<Vec<Update>> = None;
     let mut was_leader = *leader.borrow();
     loop {
         let is_leader = *leader.borrow();
@@ -600,40 +582,18 @@ pub async fn run(
                         queue.push(work);
                     }
                 }
-                Some(Msg::Takeover(reports)) => {
+                Some(Msg::Takeover(Takeover { ledger, reports })) => {
                     queue.clear_pending();
-                    seeded = false;
-                    takeover = Some(reports);
-                    if let Some(old) = seeding.take() {
-                        old.abort();
+                    let work = takeover_work(&ledger, reports, Instant::now(), Timestamp::now().as_second());
+                    tracing::info!(stored = ledger.len(), queued = work.len(), "took over: writing what differs from the stored reports");
+                    *writer.ledger() = ledger;
+                    for w in work {
+                        queue.push(w);
                     }
-                    seeding = Some(tokio::spawn(read_ledger(writer.client.clone(), writer.namespaces.clone())));
+                    seeded = true;
                 }
                 None => flush_until = Some(Instant::now() + cfg.flush_timeout),
             },
-            read = async { seeding.as_mut().expect("guarded").await }, if seeding.is_some() => {
-                seeding = None;
-                match read {
-                    Ok(Ok(ledger)) => {
-                        let now = Instant::now();
-                        let work = takeover_work(&ledger, takeover.take().unwrap_or_default(), now, Timestamp::now().as_second());
-                        tracing::info!(stored = ledger.len(), queued = work.len(), "took over: stored reports read");
-                        *writer.ledger() = ledger;
-                        for w in work {
-                            queue.push(w);
-                        }
-                        seeded = true;
-                        // The pages of every stored report are free again.
-                        crate::controller::memory::release_free();
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "reading the stored reports after a takeover failed; retrying");
-                        tokio::time::sleep(cfg.backoff_min.max(Duration::from_millis(500))).await;
-                        seeding = Some(tokio::spawn(read_ledger(writer.client.clone(), writer.namespaces.clone())));
-                    }
-                    Err(e) => tracing::debug!(error = %e, "reading the stored reports was cancelled"),
-                }
-            }
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 queue.done(&key, outcome, Instant::now().into_std());
             }
