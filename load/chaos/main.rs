@@ -148,11 +148,12 @@ async fn main() -> ExitCode {
 /// pod's stages through the API server, and while it is restarted kwok
 /// delays them (a sidecar then outlives the grace period) or plays one
 /// again from a stale view (twice the Killing events, statuses out of
-/// order); its labels no longer say what kwok did to a pod created from
-/// 30 s before a restart (or deleted from 10 s before) to 60 s after it.
-/// Those are left
-/// out of the verdict check (their number is printed); every report still
-/// counts for the metric and Event checks.
+/// order); its labels no longer say what kwok did to a pod created or
+/// deleted from 60 s before a restart to 60 s after it (kwok lags tens of
+/// seconds behind on a loaded machine: a pod deleted 10-20 s before a
+/// restart had its sidecars stopped after the grace period in a CI run).
+/// Those are left out of the verdict check (their number is printed);
+/// every report still counts for the metric and Event checks.
 fn outside_outages(book: &pods::Book, done: &[Done]) -> (pods::Book, usize) {
     let windows: Vec<(Instant, Instant)> = done
         .iter()
@@ -170,7 +171,7 @@ fn outside_outages(book: &pods::Book, done: &[Done]) -> (pods::Book, usize) {
     out.created.retain(|uid, _| {
         book.times
             .get(uid)
-            .is_none_or(|(c, d)| !near(*c, 30, 60) && d.is_none_or(|d| !near(d, 10, 60)))
+            .is_none_or(|(c, d)| !near(*c, 60, 60) && d.is_none_or(|d| !near(d, 60, 60)))
     });
     out.deleted.retain(|uid| out.created.contains_key(uid));
     let excluded = book.created.len() - out.created.len();
