@@ -9,7 +9,7 @@ use sidecar_order::controller::ledger::{Ledger, status_hash};
 use sidecar_order::controller::metrics::{Metrics, WRITE_RESULTS};
 use sidecar_order::controller::store::{Update, Workload};
 use sidecar_order::controller::writer::{
-    self, Call, Msg, Outgoing, ReportWriter, Takeover, Work, WriteError, WriterConfig,
+    self, Call, Msg, Outgoing, ReportWriter, Work, WriteError, WriterConfig,
 };
 use sidecar_order::crd::{ReportSpec, ReportStatus};
 use sidecar_order::report::{Evidence, Report, Rule, Severity, Verdict, Violation};
@@ -80,6 +80,12 @@ fn apply(u: Update) -> Work {
 /// Takes the next request after checking its method and path; returns its
 /// JSON body and the means to answer it.
 async fn next(handle: &mut Handle, method: &str, path: &str) -> (Value, Reply) {
+    let (body, send, _) = next_with_uri(handle, method, path).await;
+    (body, send)
+}
+
+/// The next request, checked: its JSON body, the reply to send, its URI.
+async fn next_with_uri(handle: &mut Handle, method: &str, path: &str) -> (Value, Reply, String) {
     let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .unwrap_or_else(|_| panic!("no request; expected {method} {path}"))
@@ -93,7 +99,7 @@ async fn next(handle: &mut Handle, method: &str, path: &str) -> (Value, Reply) {
     }
     let bytes = req.into_body().collect_bytes().await.unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (body, send)
+    (body, send, uri)
 }
 
 /// The object echoed back, as the API server does.
@@ -307,9 +313,7 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
     quiet(&mut handle, Duration::from_millis(300)).await;
     // ...the takeover brings the index's reports: the stored ones are read
     // (none here), then what differs is written.
-    tx.send(takeover(vec![update(Verdict::Verified, vec![])], &[]))
-        .await
-        .unwrap();
+    takeover(&tx, vec![update(Verdict::Verified, vec![])], &[]).await;
     expect(&mut handle, "PATCH", &spec_path()).await;
     let st = expect(&mut handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
@@ -633,13 +637,96 @@ fn every_error_counts_as_a_known_result() {
     assert_eq!(timeout.category(), "timeout");
 }
 
-/// A takeover: the index's `reports`, and the ledger of the `stored` ones.
-fn takeover(reports: Vec<Update>, stored: &[Update]) -> Msg {
+/// Answers one page of the paginated LIST of stored reports: `items`, and
+/// `next` as the continue token.
+async fn report_page(handle: &mut Handle, items: &[Update], next_token: &str) -> String {
+    let (_, send, uri) = next_with_uri(
+        handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
+    )
+    .await;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|u| {
+            json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+                "metadata": {"name": u.report_name, "namespace": u.namespace},
+                "spec": u.spec, "status": u.status})
+        })
+        .collect();
+    let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReportList",
+        "metadata": {"resourceVersion": "1", "continue": next_token}, "items": items});
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    uri
+}
+
+/// A takeover's pass hands over each page of stored reports as it
+/// arrives (writing resumes after the first page); a failed read starts
+/// again; at the end, the stored live reports the index does not know are
+/// the ones to close.
+#[tokio::test]
+async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
+    use sidecar_order::controller::takeover::Pass;
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock, "default");
+    let mut pass = Pass::start(client, vec![]);
+    let live = named("live-1", Verdict::Verified, vec![]);
+    let mut ended = named("ended-1", Verdict::Verified, vec![]);
+    ended.status.pod_ended_at = Some("2026-11-26T20:00:00Z".into());
+    let orphan = named("orphan-1", Verdict::Verified, vec![]);
+
+    let uri = report_page(&mut handle, &[live.clone(), ended.clone()], "t1").await;
+    assert!(uri.contains("limit=500"), "{uri}");
+    let first = pass.next().await.expect("a page").expect("read");
+    let keys = pass.took(&first);
+    assert_eq!(keys.len(), 2);
+    assert!(pass.is_read("shop", "live-1") && pass.is_read("shop", "ended-1"));
+    assert!(!pass.is_read("shop", "orphan-1"), "not read yet");
+
+    // The second page fails: the read starts again from the first page.
+    let (_, send, uri) = next_with_uri(
+        &mut handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
+    )
+    .await;
+    assert!(uri.contains("continue=t1"), "{uri}");
+    send.send_response(status_reply(500, "InternalError"));
+    assert!(pass.next().await.expect("the error").is_err());
+    assert!(pass.next().await.is_none(), "that read is over");
+    pass.retry();
+    report_page(&mut handle, &[live.clone(), ended.clone()], "t1").await;
+    let again = pass.next().await.expect("a page").expect("read");
+    pass.took(&again);
+    report_page(&mut handle, std::slice::from_ref(&orphan), "").await;
+    let last = pass.next().await.expect("a page").expect("read");
+    pass.took(&last);
+    assert!(pass.next().await.is_none(), "every page read");
+    assert_eq!(pass.reports_read(), 3);
+    let known = [("shop".to_string(), "live-1".to_string())].into();
+    assert_eq!(
+        pass.orphans(&known),
+        vec![("shop".to_string(), "orphan-1".to_string())],
+        "the ended report is not closed again, the known one is the index's"
+    );
+}
+
+/// A takeover, as the watch loop sends it: the start, the stored reports'
+/// ledger (here one page), then the index's `reports`.
+async fn takeover(tx: &mpsc::Sender<Msg>, reports: Vec<Update>, stored: &[Update]) {
     let mut ledger = Ledger::default();
     for u in stored {
         ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
     }
-    Msg::Takeover(Takeover { ledger, reports })
+    tx.send(Msg::TakeoverStart).await.unwrap();
+    tx.send(Msg::Stored(ledger)).await.unwrap();
+    for u in reports {
+        tx.send(Msg::Work(apply(u))).await.unwrap();
+    }
 }
 
 /// A standby wins the lease; its index has a report with a violation; the
@@ -647,12 +734,12 @@ fn takeover(reports: Vec<Update>, stored: &[Update]) -> Msg {
 async fn handover(stored: Vec<Update>) -> Running {
     let r = start_writer(false);
     r.lead_tx.send(true).unwrap();
-    r.tx.send(takeover(
+    takeover(
+        &r.tx,
         vec![update(Verdict::Violated, vec![violation()])],
         &stored,
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     r
 }
 
@@ -746,6 +833,13 @@ async fn takeover_with_orphan(orphan: &Update, pod: Option<Value>) -> Running {
         orphan.clone(),
     ])
     .await;
+    // The pass found it stored, live, and not in the index.
+    let close = Work::Close {
+        namespace: "shop".into(),
+        name: "gone-5e6f7a8b".into(),
+        at: 1_767_225_600,
+    };
+    r.tx.send(Msg::Work(close)).await.unwrap();
     let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
     let (_, send) = next(&mut r.handle, "GET", path).await;
     let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
@@ -883,9 +977,7 @@ async fn with_leader_election_the_first_lease_is_a_takeover() {
     let mut r = start_with(true, cfg, 8);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
     quiet(&mut r.handle, Duration::from_millis(300)).await;
-    r.tx.send(takeover(vec![update(Verdict::Verified, vec![])], &[]))
-        .await
-        .unwrap();
+    takeover(&r.tx, vec![update(Verdict::Verified, vec![])], &[]).await;
     expect(&mut r.handle, "PATCH", &spec_path()).await;
     let st = expect(&mut r.handle, "PATCH", &status_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");

@@ -33,6 +33,11 @@ impl Ledger {
         );
     }
 
+    /// Takes in another part of the stored reports (a page of a takeover's pass).
+    pub fn extend(&mut self, other: Ledger) {
+        self.reports.extend(other.reports);
+    }
+
     /// Whether the API server holds exactly the status of this hash
     /// (`status_hash`) already.
     pub fn holds(&self, key: &(String, String), hash: u64) -> bool {
@@ -86,6 +91,11 @@ impl Ledger {
 
     pub fn is_empty(&self) -> bool {
         self.reports.is_empty()
+    }
+
+    /// The keys of every report.
+    pub fn keys(&self) -> impl Iterator<Item = &(String, String)> {
+        self.reports.keys()
     }
 
     /// The keys of the stored reports that still read as live (no pod end).

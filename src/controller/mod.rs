@@ -13,5 +13,6 @@ pub mod run;
 pub mod selector;
 pub mod store;
 pub mod stored;
+pub mod takeover;
 pub mod workload;
 pub mod writer;

@@ -7,8 +7,9 @@ use crate::controller::memory;
 use crate::controller::metrics::Metrics;
 use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
-use crate::controller::stored::{self, Stored};
-use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Takeover, Work, WriterConfig};
+use crate::controller::stored;
+use crate::controller::takeover::Pass;
+use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
 use futures::{Stream, StreamExt, stream};
@@ -390,11 +391,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     // differs from the stored reports. (With leader election the takeover
     // does the same.)
     let mut initial_sync_due = !s.leader_elect;
-    // A takeover reads the stored reports (started once the lease is held,
-    // so the old leader's last writes are in), takes what they decided
-    // into the index, then hands the index and their ledger to the writer.
-    let mut reading: Option<tokio::task::JoinHandle<Result<Stored, kube::Error>>> = None;
-    let mut read: Option<Stored> = None;
+    // A takeover's reconcile pass, while it reads the stored reports.
+    let mut pass: Option<Pass> = None;
     loop {
         // Work other than report updates: closing and deleting reports.
         let mut other: Vec<Work> = Vec::new();
@@ -452,21 +450,44 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     }
                 }
             }
-            done = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
-                reading = None;
-                match done {
-                    Ok(Ok(stored)) => read = Some(stored),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "reading the stored reports after a takeover failed; retrying");
-                        let (client, namespaces) = (client.clone(), s.namespaces.clone());
-                        reading = Some(tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            stored::read(client, namespaces).await
-                        }));
+            page = async { pass.as_mut().expect("guarded").next().await }, if pass.is_some() => {
+                let p = pass.as_mut().expect("guarded");
+                match page {
+                    Some(Ok(stored)) => {
+                        let keys = p.took(&stored);
+                        store.took_over(stored.reports);
+                        if tx.send(Msg::Stored(stored.ledger)).await.is_err() {
+                            break;
+                        }
+                        store.current_where(now(), |ns, name| keys.contains(&(ns.to_string(), name.to_string())))
                     }
-                    Err(e) => tracing::debug!(error = %e, "reading the stored reports was cancelled"),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the stored reports after a takeover failed; reading again");
+                        p.retry();
+                        Vec::new()
+                    }
+                    None => {
+                        // Every stored report read: the reports no page
+                        // held, and closes for stored live reports whose
+                        // pod the index does not know.
+                        let p = pass.take().expect("guarded");
+                        takeover_due = false;
+                        let orphans = p.orphans(&store.report_keys());
+                        let rest = store.current_where(now(), |ns, name| !p.is_read(ns, name));
+                        tracing::info!(
+                            stored = p.reports_read(),
+                            unstored = rest.len(),
+                            orphans = orphans.len(),
+                            secs = p.started.elapsed().as_secs_f64(),
+                            "took over: every stored report read"
+                        );
+                        let at = now();
+                        other.extend(orphans.into_iter().map(|(namespace, name)| Work::Close { namespace, name, at }));
+                        // The pages of every stored report are free again.
+                        memory::release_free();
+                        rest
+                    }
                 }
-                Vec::new()
             }
             _ = gc_tick.tick() => {
                 memory::release_free();
@@ -501,11 +522,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                     takeover_due = false;
                 }
                 if !l {
-                    // A read of another term is not this one's.
-                    if let Some(r) = reading.take() {
-                        r.abort();
-                    }
-                    read = None;
+                    // A pass of another term is not this one's.
+                    pass = None;
                 }
                 was_leader = l;
                 Vec::new()
@@ -533,43 +551,24 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             }
         }
         let is_leader = *leader.borrow();
-        if takeover_due && is_leader && ready.load(Ordering::Relaxed) {
-            match read.take() {
-                Some(stored) => {
-                    takeover_due = false;
-                    let reports = stored.reports.len();
-                    store.took_over(stored.reports);
-                    let current = store.current(now());
-                    tracing::info!(
-                        stored = reports,
-                        reports = current.len(),
-                        "took the lease over: stored reports read; writing what differs"
-                    );
-                    let takeover = Takeover {
-                        ledger: stored.ledger,
-                        reports: current,
-                    };
-                    if tx.send(Msg::Takeover(takeover)).await.is_err() {
-                        break;
-                    }
-                    // The pages of every stored report are free again.
-                    memory::release_free();
-                }
-                None if reading.is_none() => {
-                    tracing::info!("took the lease over: reading the stored reports");
-                    reading = Some(tokio::spawn(stored::read(
-                        client.clone(),
-                        s.namespaces.clone(),
-                    )));
-                }
-                None => {}
+        if takeover_due && is_leader && pass.is_none() && ready.load(Ordering::Relaxed) {
+            tracing::info!("took the lease over: reading the stored reports");
+            if tx.send(Msg::TakeoverStart).await.is_err() {
+                break;
             }
+            pass = Some(Pass::start(client.clone(), s.namespaces.clone()));
         }
         // A standby sends nothing: the leader writes, and a takeover
         // starts from the index, not from a queue.
-        if !is_leader || takeover_due {
+        if !is_leader || (takeover_due && pass.is_none()) {
             index_metrics(&metrics, &store);
             continue;
+        }
+        if let Some(p) = &pass {
+            // While the pass reads, only reports whose stored version is
+            // in are written; the rest go out when it ends.
+            updates.retain(|u| p.is_read(&u.namespace, &u.report_name));
+            other.clear();
         }
         for work in other {
             if tx.send(Msg::Work(work)).await.is_err() {

@@ -249,20 +249,51 @@ impl Store {
     /// the pods that ended lately: what a replica that just took the lease
     /// over compares with the stored reports.
     pub fn current(&mut self, now: i64) -> Vec<Update> {
+        self.current_where(now, |_, _| true)
+    }
+
+    /// `current`, of the reports `pick(namespace, report name)` selects
+    /// (a takeover's pass writes a page's reports as it reads them).
+    pub fn current_where(&mut self, now: i64, pick: impl Fn(&str, &str) -> bool) -> Vec<Update> {
         self.prune_recent(now);
         let cx = self.cx();
         let verdicts = &mut self.verdicts;
         let mut out: Vec<Update> = self
             .pods
             .values_mut()
+            .filter(|t| {
+                let pod = &t.history.pod;
+                pick(&pod.namespace, &report_name(&pod.name, &pod.uid))
+            })
             .map(|t| {
                 let u = report_of(cx, verdicts, t);
                 t.last_hash = status_hash(&u.spec, &u.status);
                 u
             })
             .collect();
-        out.extend(self.recent.iter().map(|(_, u)| u.clone()));
+        out.extend(
+            self.recent
+                .iter()
+                .filter(|(_, u)| pick(&u.namespace, &u.report_name))
+                .map(|(_, u)| u.clone()),
+        );
         out
+    }
+
+    /// The reports of the index: tracked pods' and lately ended pods' final ones.
+    pub fn report_keys(&self) -> HashSet<Key> {
+        self.pods
+            .values()
+            .map(|t| {
+                let pod = &t.history.pod;
+                (pod.namespace.clone(), report_name(&pod.name, &pod.uid))
+            })
+            .chain(
+                self.recent
+                    .iter()
+                    .map(|(_, u)| (u.namespace.clone(), u.report_name.clone())),
+            )
+            .collect()
     }
 
     fn prune_recent(&mut self, now: i64) {

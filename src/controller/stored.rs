@@ -7,8 +7,11 @@
 use crate::controller::gc::ReportRef;
 use crate::controller::ledger::Ledger;
 use crate::controller::store::StoredReport;
-use crate::controller::writer::list_reports;
+use crate::controller::writer::list_report_pages;
+use crate::crd::SidecarOrderReport;
 use kube::Client;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// The stored reports of the watched namespaces.
 #[derive(Default)]
@@ -22,18 +25,16 @@ pub struct Stored {
     pub empty: Vec<(ReportRef, i64)>,
 }
 
-/// Reads every stored report of `namespaces` (empty: all namespaces).
-pub async fn read(client: Client, namespaces: Vec<String>) -> Result<Stored, kube::Error> {
-    let mut out = Stored::default();
-    list_reports(&client, &namespaces, |r| {
+impl Stored {
+    fn take(&mut self, r: SidecarOrderReport) {
         let (Some(ns), Some(name)) = (r.metadata.namespace.as_deref(), r.metadata.name.as_deref())
         else {
             return;
         };
         match &r.status {
             Some(status) => {
-                out.ledger.seed(ns, name, &r.spec, status);
-                out.reports
+                self.ledger.seed(ns, name, &r.spec, status);
+                self.reports
                     .push(StoredReport::of(ns, name, &r.spec, status));
             }
             None => {
@@ -46,10 +47,54 @@ pub async fn read(client: Client, namespaces: Vec<String>) -> Result<Stored, kub
                     namespace: ns.into(),
                     name: name.into(),
                 };
-                out.empty.push((report, created));
+                self.empty.push((report, created));
             }
         }
+    }
+
+    fn of_page(page: Vec<SidecarOrderReport>) -> Stored {
+        let mut out = Stored::default();
+        page.into_iter().for_each(|r| out.take(r));
+        out
+    }
+}
+
+/// Reads every stored report of `namespaces` (empty: all namespaces).
+pub async fn read(client: Client, namespaces: Vec<String>) -> Result<Stored, kube::Error> {
+    let mut out = Stored::default();
+    list_report_pages(&client, &namespaces, |page| {
+        page.into_iter().for_each(|r| out.take(r))
     })
     .await?;
     Ok(out)
+}
+
+/// The stored reports a page at a time, each as it arrives (a takeover's
+/// pass): the channel closes after the last page, or after an error (sent
+/// last). Aborting the task stops the read.
+pub fn pages(client: Client, namespaces: Vec<String>, delay: Duration) -> Pages {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let read = list_report_pages(&client, &namespaces, |page| {
+            let _ = tx.send(Ok(Stored::of_page(page)));
+        })
+        .await;
+        if let Err(e) = read {
+            let _ = tx.send(Err(e));
+        }
+    });
+    Pages { rx, task }
+}
+
+/// A read of the stored reports in progress, page by page.
+pub struct Pages {
+    pub rx: mpsc::UnboundedReceiver<Result<Stored, kube::Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

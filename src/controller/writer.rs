@@ -14,7 +14,7 @@
 use crate::controller::events;
 use crate::controller::ledger::{Increments, Ledger, status_hash};
 use crate::controller::metrics::Metrics;
-use crate::controller::queue::{Key, Outcome, Queue};
+use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
 use crate::crd::{FIELD_MANAGER, SidecarOrderReport};
 use futures::StreamExt;
@@ -25,7 +25,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
-use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -434,27 +433,21 @@ impl ReportWriter {
 #[derive(Debug)]
 pub enum Msg {
     Work(Work),
-    /// This replica just took the lease over and read the stored reports.
-    /// The writer writes what differs and closes stored live reports of
-    /// pods it does not know.
-    Takeover(Takeover),
+    /// This replica took the lease over and starts reading the stored
+    /// reports: nothing is pending, nothing is known stored; the watch
+    /// loop sends only reports whose stored version came in (`Stored`).
+    TakeoverStart,
+    /// A page of the stored reports, read by a takeover's pass: what they
+    /// counted and announced.
+    Stored(Ledger),
 }
 
-/// A takeover, once the stored reports are read.
-#[derive(Debug)]
-pub struct Takeover {
-    /// What the stored reports counted and announced.
-    pub ledger: Ledger,
-    /// Every tracked pod's report as judged now, after taking in what the
-    /// stored ones decided (and the final ones of pods that ended lately).
-    pub reports: Vec<Update>,
-}
-
-/// Every stored report of `namespaces` (empty: all), a page at a time.
-pub async fn list_reports(
+/// Every stored report of `namespaces` (empty: all), a page at a time:
+/// `each_page` is given each page's reports as it arrives.
+pub async fn list_report_pages(
     client: &Client,
     namespaces: &[String],
-    mut each: impl FnMut(SidecarOrderReport),
+    mut each_page: impl FnMut(Vec<SidecarOrderReport>),
 ) -> Result<usize, kube::Error> {
     let apis: Vec<Api<SidecarOrderReport>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
@@ -466,7 +459,7 @@ pub async fn list_reports(
     };
     let mut n = 0;
     for api in apis {
-        n += list_paged(&api, &mut each).await?;
+        n += list_pages(&api, &mut each_page).await?;
     }
     Ok(n)
 }
@@ -479,14 +472,24 @@ pub async fn list_paged<K>(api: &Api<K>, mut each: impl FnMut(K)) -> Result<usiz
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
+    list_pages(api, |page| page.into_iter().for_each(&mut each)).await
+}
+
+/// Every object `api` lists, given to `each_page` a page (`LIST_PAGE`
+/// objects) at a time; how many.
+pub async fn list_pages<K>(
+    api: &Api<K>,
+    mut each_page: impl FnMut(Vec<K>),
+) -> Result<usize, kube::Error>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
     let mut n = 0;
     let mut lp = ListParams::default().limit(LIST_PAGE);
     loop {
         let page = api.list(&lp).await?;
-        for obj in page.items {
-            n += 1;
-            each(obj);
-        }
+        n += page.items.len();
+        each_page(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
             None => return Ok(n),
@@ -494,38 +497,10 @@ where
     }
 }
 
-/// What a takeover queues once the stored reports are read: every report
-/// of the index (those the stored reports hold already are not written),
-/// and a close for every stored live report whose pod this replica does
-/// not know.
-fn takeover_work(ledger: &Ledger, reports: Vec<Update>, now: Instant, at: i64) -> Vec<Work> {
-    let known: HashSet<Key> = reports
-        .iter()
-        .map(|u| (u.namespace.clone(), u.report_name.clone()))
-        .collect();
-    let mut out: Vec<Work> = ledger
-        .live()
-        .filter(|k| !known.contains(*k))
-        .map(|(namespace, name)| Work::Close {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            at,
-        })
-        .collect();
-    // Those the stored reports hold already are skipped when written.
-    out.extend(reports.into_iter().map(|update| {
-        Work::Apply(Outgoing {
-            update,
-            seen_at: now.into_std(),
-        })
-    }));
-    out
-}
-
 /// The writer task: takes messages from `rx` at once, keeps the newest
 /// work per report while it leads (a standby keeps none), and writes it.
-/// With leader election it writes nothing until a takeover brings the
-/// stored reports' ledger (`Msg::Takeover`), nor after losing the lease.
+/// With leader election it writes nothing until a takeover starts
+/// (`Msg::TakeoverStart`), nor after losing the lease.
 /// When `rx` closes, it flushes what is pending for at most
 /// `cfg.flush_timeout`; when the leader's sender is dropped, it stops.
 pub async fn run(
@@ -582,16 +557,12 @@ pub async fn run(
                         queue.push(work);
                     }
                 }
-                Some(Msg::Takeover(Takeover { ledger, reports })) => {
+                Some(Msg::TakeoverStart) => {
                     queue.clear_pending();
-                    let work = takeover_work(&ledger, reports, Instant::now(), Timestamp::now().as_second());
-                    tracing::info!(stored = ledger.len(), queued = work.len(), "took over: writing what differs from the stored reports");
-                    *writer.ledger() = ledger;
-                    for w in work {
-                        queue.push(w);
-                    }
+                    *writer.ledger() = Ledger::default();
                     seeded = true;
                 }
+                Some(Msg::Stored(ledger)) => writer.ledger().extend(ledger),
                 None => flush_until = Some(Instant::now() + cfg.flush_timeout),
             },
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
