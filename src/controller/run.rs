@@ -339,6 +339,9 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         }
     };
     let (tx, rx) = mpsc::channel::<Msg>(1024);
+    // With leader election every lease starts with a takeover pass, which
+    // reads the ledger again: the one loaded at start is not kept.
+    let ledger = if s.leader_elect { Ledger::default() } else { ledger };
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
         .with_ledger(ledger);
     // One snapshot of the lease for the whole start: with leader election,
@@ -428,6 +431,8 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                                 if !r.closed.is_empty() {
                                     tracing::info!(reports = r.closed.len(), "closing reports of pods deleted while nobody watched");
                                 }
+                                // A (re)list's pages are free again.
+                                memory::release_free();
                                 other.extend(r.closed.into_iter().map(|c| Work::Close { namespace: c.namespace, name: c.name, at: seen }));
                                 r.updates
                             }
