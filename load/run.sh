@@ -157,6 +157,8 @@ kubectl wait --for=condition=Ready node -l sidecar-order.dev/load=true --timeout
 step "CRD and namespace $NS"
 "$LOAD_CONTROLLER_BIN" crd | kubectl apply -f - >/dev/null
 kubectl wait --for=condition=established crd/sidecarorderreports.sidecar-order.dev --timeout=60s >/dev/null
+# The namespace of an earlier run may still be terminating (its reports).
+kubectl wait --for=delete "namespace/$NS" --timeout=180s >/dev/null 2>&1 || true
 kubectl create namespace "$NS" >/dev/null
 
 if [[ $TARGET == chaos ]]; then
