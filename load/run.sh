@@ -162,7 +162,8 @@ kubectl wait --for=delete "namespace/$NS" --timeout=180s >/dev/null 2>&1 || true
 kubectl create namespace "$NS" >/dev/null
 
 if [[ $TARGET == chaos ]]; then
-  SETTINGS=$(env | grep -E '^CHAOS_' | sort | tr '\n' ' ')
+  # No CHAOS_ setting at all is the long run's defaults (grep finds nothing).
+  SETTINGS=$({ env | grep -E '^CHAOS_' || true; } | sort | tr '\n' ' ')
   step "driver (chaos): ${SETTINGS:-defaults} LOAD_RATE=$LOAD_RATE, controller $LOAD_CONTROLLER_BIN"
 else
   SETTINGS="LOAD_PODS=$LOAD_PODS LOAD_RATE=$LOAD_RATE LOAD_CHURN=$LOAD_CHURN LOAD_SECONDS=$LOAD_SECONDS LOAD_IDLE_SECONDS=$LOAD_IDLE_SECONDS"
