@@ -665,9 +665,11 @@ async fn report_page(handle: &mut Handle, items: &[Update], next_token: &str) ->
 }
 
 /// A takeover's pass hands over each page of stored reports as it
-/// arrives (writing resumes after the first page); a failed read starts
-/// again; at the end, the stored live reports the index does not know are
-/// the ones to close.
+/// arrives (writing resumes after the first page); a list goes in key
+/// order, so a report before the last key listed that no page held is known
+/// not to be stored; a failed read starts again without handing the writer
+/// an older ledger of what it already wrote; at the end, the stored live
+/// reports the index does not know are the ones to close.
 #[tokio::test]
 async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
     use sidecar_order::controller::takeover::Pass;
@@ -679,13 +681,27 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
     ended.status.pod_ended_at = Some("2026-11-26T20:00:00Z".into());
     let orphan = named("orphan-1", Verdict::Verified, vec![]);
 
-    let uri = report_page(&mut handle, &[live.clone(), ended.clone()], "t1").await;
+    let uri = report_page(&mut handle, &[ended.clone(), live.clone()], "t1").await;
     assert!(uri.contains("limit=500"), "{uri}");
-    let first = pass.next().await.expect("a page").expect("read");
-    let keys = pass.took(&first);
-    assert_eq!(keys.len(), 2);
+    let mut first = pass.next().await.expect("a page").expect("read");
+    assert_eq!(pass.took(&mut first).len(), 2);
     assert!(pass.is_read("shop", "live-1") && pass.is_read("shop", "ended-1"));
-    assert!(!pass.is_read("shop", "orphan-1"), "not read yet");
+    assert!(
+        pass.is_read("shop", "fresh-1"),
+        "before the last key listed, not listed: not stored"
+    );
+    assert!(!pass.is_read("shop", "orphan-1"), "not listed yet");
+    assert!(!pass.is_read("shop", "zzz"), "not listed yet");
+    assert!(
+        !pass.is_read("tools", "live-1"),
+        "another namespace, after shop"
+    );
+    assert!(
+        pass.is_read("apps", "web-1"),
+        "another namespace, before shop"
+    );
+    pass.sent([("shop".to_string(), "live-1".to_string())]);
+    assert!(!pass.due("shop", "live-1") && pass.due("shop", "ended-1"));
 
     // The second page fails: the read starts again from the first page.
     let (_, send, uri) = next_with_uri(
@@ -699,12 +715,17 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
     assert!(pass.next().await.expect("the error").is_err());
     assert!(pass.next().await.is_none(), "that read is over");
     pass.retry();
-    report_page(&mut handle, &[live.clone(), ended.clone()], "t1").await;
-    let again = pass.next().await.expect("a page").expect("read");
-    pass.took(&again);
+    report_page(&mut handle, &[ended.clone(), live.clone()], "t1").await;
+    let mut again = pass.next().await.expect("a page").expect("read");
+    let ledger = pass.took(&mut again);
+    assert_eq!(
+        ledger.len(),
+        1,
+        "what the writer already has is not read over it"
+    );
     report_page(&mut handle, std::slice::from_ref(&orphan), "").await;
-    let last = pass.next().await.expect("a page").expect("read");
-    pass.took(&last);
+    let mut last = pass.next().await.expect("a page").expect("read");
+    pass.took(&mut last);
     assert!(pass.next().await.is_none(), "every page read");
     assert_eq!(pass.reports_read(), 3);
     let known = [("shop".to_string(), "live-1".to_string())].into();
@@ -713,6 +734,38 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
         vec![("shop".to_string(), "orphan-1".to_string())],
         "the ended report is not closed again, the known one is the index's"
     );
+}
+
+/// Each namespace of several is listed alone, in the order given: a
+/// namespace's last page tells that all of it is read.
+#[tokio::test]
+async fn a_takeover_pass_over_several_namespaces_knows_each_one_read() {
+    use sidecar_order::controller::takeover::Pass;
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock, "default");
+    let mut pass = Pass::start(client, vec!["shop".into(), "apps".into()]);
+    let live = named("live-1", Verdict::Verified, vec![]);
+    let (_, send, uri) = next_with_uri(
+        &mut handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports?",
+    )
+    .await;
+    assert!(uri.contains("limit=500"), "{uri}");
+    let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReportList",
+        "metadata": {"resourceVersion": "1"}, "items": [
+            {"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+             "metadata": {"name": live.report_name, "namespace": "shop"},
+             "spec": live.spec, "status": live.status}]});
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    let mut page = pass.next().await.expect("a page").expect("read");
+    pass.took(&mut page);
+    assert!(pass.is_read("shop", "zzz"), "all of shop is read");
+    assert!(!pass.is_read("apps", "aaa"), "apps is listed next");
 }
 
 /// A takeover, as the watch loop sends it: the start, the stored reports'

@@ -93,6 +93,11 @@ impl Ledger {
         self.reports.is_empty()
     }
 
+    /// Keeps only the reports whose key `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&(String, String)) -> bool) {
+        self.reports.retain(|k, _| keep(k));
+    }
+
     /// The keys of every report.
     pub fn keys(&self) -> impl Iterator<Item = &(String, String)> {
         self.reports.keys()

@@ -341,7 +341,11 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let (tx, rx) = mpsc::channel::<Msg>(1024);
     // With leader election every lease starts with a takeover pass, which
     // reads the ledger again: the one loaded at start is not kept.
-    let ledger = if s.leader_elect { Ledger::default() } else { ledger };
+    let ledger = if s.leader_elect {
+        Ledger::default()
+    } else {
+        ledger
+    };
     let writer = ReportWriter::new(client.clone(), metrics.clone(), Some(s.identity.clone()))
         .with_ledger(ledger);
     // One snapshot of the lease for the whole start: with leader election,
@@ -458,13 +462,16 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             page = async { pass.as_mut().expect("guarded").next().await }, if pass.is_some() => {
                 let p = pass.as_mut().expect("guarded");
                 match page {
-                    Some(Ok(stored)) => {
-                        let keys = p.took(&stored);
+                    Some(Ok(mut stored)) => {
+                        let ledger = p.took(&mut stored);
                         store.took_over(stored.reports);
-                        if tx.send(Msg::Stored(stored.ledger)).await.is_err() {
+                        if tx.send(Msg::Stored(ledger)).await.is_err() {
                             break;
                         }
-                        store.current_where(now(), |ns, name| keys.contains(&(ns.to_string(), name.to_string())))
+                        // What this page read, and what it showed is not stored.
+                        let due = store.current_where(now(), |ns, name| p.due(ns, name));
+                        p.sent(due.iter().map(|u| (u.namespace.clone(), u.report_name.clone())));
+                        due
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "reading the stored reports after a takeover failed; reading again");
@@ -478,7 +485,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         let p = pass.take().expect("guarded");
                         takeover_due = false;
                         let orphans = p.orphans(&store.report_keys());
-                        let rest = store.current_where(now(), |ns, name| !p.is_read(ns, name));
+                        let rest = store.current_where(now(), |ns, name| !p.was_sent(ns, name));
                         tracing::info!(
                             stored = p.reports_read(),
                             unstored = rest.len(),

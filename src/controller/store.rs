@@ -1099,22 +1099,30 @@ mod tests {
         );
     }
 
+    /// A pod being deleted, with sidecars s1, s2 and an app in these states.
+    fn mk(first: serde_json::Value, second: serde_json::Value, app: serde_json::Value) -> Pod {
+        pod(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": "2025-07-14T00:01:00Z", "deletionGracePeriodSeconds": 30},
+        "spec": {"initContainers": [{"name": "s1", "restartPolicy": "Always"}, {"name": "s2", "restartPolicy": "Always"}],
+                 "containers": [{"name": "app"}]},
+        "status": {"initContainerStatuses": [
+            {"name": "s1", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": first},
+            {"name": "s2", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": second}],
+          "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
+    }
+
+    fn running(t: &str) -> serde_json::Value {
+        serde_json::json!({"running": {"startedAt": t}})
+    }
+
+    fn done(t: &str, f: &str) -> serde_json::Value {
+        serde_json::json!({"terminated": {"exitCode": 0, "startedAt": t, "finishedAt": f}})
+    }
+
     #[test]
     fn the_watch_order_breaks_same_second_ties() {
         // Both sidecars stop within the same second; the controller saw the
         // second one stop in an earlier update than the first one.
-        let mk = |first: serde_json::Value, second: serde_json::Value, app: serde_json::Value| {
-            pod(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": "2025-07-14T00:01:00Z", "deletionGracePeriodSeconds": 30},
-            "spec": {"initContainers": [{"name": "s1", "restartPolicy": "Always"}, {"name": "s2", "restartPolicy": "Always"}],
-                     "containers": [{"name": "app"}]},
-            "status": {"initContainerStatuses": [
-                {"name": "s1", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": first},
-                {"name": "s2", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": second}],
-              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
-        };
-        let running = |t: &str| serde_json::json!({"running": {"startedAt": t}});
-        let done = |t: &str, f: &str| serde_json::json!({"terminated": {"exitCode": 0, "startedAt": t, "finishedAt": f}});
         let (t0, t1, t2) = (
             "2025-07-14T00:00:01Z",
             "2025-07-14T00:00:02Z",
@@ -1169,18 +1177,6 @@ mod tests {
     /// the watch order shows the broken reverse order.
     #[test]
     fn a_takeover_keeps_what_the_stored_reports_decided() {
-        let mk = |first: serde_json::Value, second: serde_json::Value, app: serde_json::Value| {
-            pod(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "deletionTimestamp": "2025-07-14T00:01:00Z", "deletionGracePeriodSeconds": 30},
-            "spec": {"initContainers": [{"name": "s1", "restartPolicy": "Always"}, {"name": "s2", "restartPolicy": "Always"}],
-                     "containers": [{"name": "app"}]},
-            "status": {"initContainerStatuses": [
-                {"name": "s1", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": first},
-                {"name": "s2", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": second}],
-              "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": app}]}}))
-        };
-        let running = |t: &str| serde_json::json!({"running": {"startedAt": t}});
-        let done = |t: &str, f: &str| serde_json::json!({"terminated": {"exitCode": 0, "startedAt": t, "finishedAt": f}});
         let (t0, t1, t2) = (
             "2025-07-14T00:00:01Z",
             "2025-07-14T00:00:02Z",

@@ -23,6 +23,37 @@ pub struct Stored {
     /// Reports without a status (their first status write failed), with
     /// their creation time: nothing to count, GC's once past the TTL.
     pub empty: Vec<(ReportRef, i64)>,
+    /// How far the list has come (a page of a takeover's pass).
+    pub through: Option<Through>,
+}
+
+/// How far a paginated list of the stored reports has come. It goes in key
+/// order, so a report whose key sorts before this and that it did not list
+/// is not stored (was not, when the list began).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Through {
+    /// The list of all namespaces, up to this key: `namespace/name`, the
+    /// way the API server stores it (compared byte by byte).
+    All(String),
+    /// The list of one namespace (several are listed one after another),
+    /// up to this name; None: all of it.
+    Namespace(String, Option<String>),
+}
+
+impl Through {
+    fn of_page(page: &[SidecarOrderReport], scope: Option<&str>, last: bool) -> Option<Through> {
+        let name = |r: &SidecarOrderReport| r.metadata.name.clone().unwrap_or_default();
+        match scope {
+            Some(ns) if last => Some(Through::Namespace(ns.into(), None)),
+            Some(ns) => page
+                .last()
+                .map(|r| Through::Namespace(ns.into(), Some(name(r)))),
+            None => page.last().map(|r| {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                Through::All(format!("{ns}/{}", name(r)))
+            }),
+        }
+    }
 }
 
 impl Stored {
@@ -52,8 +83,11 @@ impl Stored {
         }
     }
 
-    fn of_page(page: Vec<SidecarOrderReport>) -> Stored {
-        let mut out = Stored::default();
+    fn of_page(page: Vec<SidecarOrderReport>, scope: Option<&str>, last: bool) -> Stored {
+        let mut out = Stored {
+            through: Through::of_page(&page, scope, last),
+            ..Stored::default()
+        };
         page.into_iter().for_each(|r| out.take(r));
         out
     }
@@ -62,7 +96,7 @@ impl Stored {
 /// Reads every stored report of `namespaces` (empty: all namespaces).
 pub async fn read(client: Client, namespaces: Vec<String>) -> Result<Stored, kube::Error> {
     let mut out = Stored::default();
-    list_report_pages(&client, &namespaces, |page| {
+    list_report_pages(&client, &namespaces, |page, _, _| {
         page.into_iter().for_each(|r| out.take(r))
     })
     .await?;
@@ -76,8 +110,8 @@ pub fn pages(client: Client, namespaces: Vec<String>, delay: Duration) -> Pages 
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        let read = list_report_pages(&client, &namespaces, |page| {
-            let _ = tx.send(Ok(Stored::of_page(page)));
+        let read = list_report_pages(&client, &namespaces, |page, scope, last| {
+            let _ = tx.send(Ok(Stored::of_page(page, scope, last)));
         })
         .await;
         if let Err(e) = read {

@@ -442,24 +442,23 @@ pub enum Msg {
     Stored(Ledger),
 }
 
-/// Every stored report of `namespaces` (empty: all), a page at a time:
-/// `each_page` is given each page's reports as it arrives.
+/// Every stored report of `namespaces` (empty: all, in one list; else one
+/// list per namespace, in that order), a page at a time: `each_page` is
+/// given each page's reports as it arrives, with the namespace of its list
+/// (None: all) and whether it is that list's last page.
 pub async fn list_report_pages(
     client: &Client,
     namespaces: &[String],
-    mut each_page: impl FnMut(Vec<SidecarOrderReport>),
+    mut each_page: impl FnMut(Vec<SidecarOrderReport>, Option<&str>, bool),
 ) -> Result<usize, kube::Error> {
-    let apis: Vec<Api<SidecarOrderReport>> = if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
+    if namespaces.is_empty() {
+        let api: Api<SidecarOrderReport> = Api::all(client.clone());
+        return list_pages(&api, |page, last| each_page(page, None, last)).await;
+    }
     let mut n = 0;
-    for api in apis {
-        n += list_pages(&api, &mut each_page).await?;
+    for ns in namespaces {
+        let api: Api<SidecarOrderReport> = Api::namespaced(client.clone(), ns);
+        n += list_pages(&api, |page, last| each_page(page, Some(ns.as_str()), last)).await?;
     }
     Ok(n)
 }
@@ -472,14 +471,16 @@ pub async fn list_paged<K>(api: &Api<K>, mut each: impl FnMut(K)) -> Result<usiz
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    list_pages(api, |page| page.into_iter().for_each(&mut each)).await
+    list_pages(api, |page, _| page.into_iter().for_each(&mut each)).await
 }
 
 /// Every object `api` lists, given to `each_page` a page (`LIST_PAGE`
-/// objects) at a time; how many.
+/// objects) at a time, with whether it is the last page; how many. A
+/// paginated list goes in key order (namespace, then name): each page
+/// starts after the last key of the one before.
 pub async fn list_pages<K>(
     api: &Api<K>,
-    mut each_page: impl FnMut(Vec<K>),
+    mut each_page: impl FnMut(Vec<K>, bool),
 ) -> Result<usize, kube::Error>
 where
     K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
@@ -489,8 +490,9 @@ where
     loop {
         let page = api.list(&lp).await?;
         n += page.items.len();
-        each_page(page.items);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+        let next = page.metadata.continue_.filter(|c| !c.is_empty());
+        each_page(page.items, next.is_none());
+        match next {
             Some(token) => lp = lp.continue_token(&token),
             None => return Ok(n),
         }
