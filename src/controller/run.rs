@@ -495,6 +495,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         );
                         let at = now();
                         other.extend(orphans.into_iter().map(|(namespace, name)| Work::Close { namespace, name, at }));
+                        // GC now, not at the next tick: a chaos run whose
+                        // leaders lived less than a tick piled up twice
+                        // --max-reports, and every takeover read them all.
+                        other.extend(gc_work(&mut store, &s));
                         // The pages of every stored report are free again.
                         memory::release_free();
                         rest
@@ -507,11 +511,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 // keeps them, to delete them once it leads (and a takeover
                 // in progress sends nothing).
                 if *leader.borrow() && !takeover_due {
-                    let doomed = store.expired(now(), s.report_ttl.as_secs() as i64, s.max_reports);
-                    if !doomed.is_empty() {
-                        tracing::info!(reports = doomed.len(), "deleting expired reports");
-                    }
-                    other.extend(doomed.into_iter().map(|r| Work::Delete { namespace: r.namespace, name: r.name }));
+                    other.extend(gc_work(&mut store, &s));
                 }
                 Vec::new()
             }
@@ -623,6 +623,22 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         tracing::warn!(error = %e, "releasing the lease failed");
     }
     Ok(())
+}
+
+/// The reports to delete now (the leader's garbage collection): expired,
+/// or the oldest ended ones beyond `--max-reports`.
+fn gc_work(store: &mut Store, s: &Settings) -> Vec<Work> {
+    let doomed = store.expired(now(), s.report_ttl.as_secs() as i64, s.max_reports);
+    if !doomed.is_empty() {
+        tracing::info!(reports = doomed.len(), "deleting expired reports");
+    }
+    doomed
+        .into_iter()
+        .map(|r| Work::Delete {
+            namespace: r.namespace,
+            name: r.name,
+        })
+        .collect()
 }
 
 /// The gauges and counters that describe the index, after each input.
