@@ -640,12 +640,18 @@ fn every_error_counts_as_a_known_result() {
 /// Answers one page of the paginated LIST of stored reports: `items`, and
 /// `next` as the continue token.
 async fn report_page(handle: &mut Handle, items: &[Update], next_token: &str) -> String {
-    let (_, send, uri) = next_with_uri(
-        handle,
-        "GET",
-        "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
-    )
-    .await;
+    let all = "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?";
+    report_page_at(handle, all, items, next_token).await
+}
+
+/// `report_page`, for the list whose path starts with `path`.
+async fn report_page_at(
+    handle: &mut Handle,
+    path: &str,
+    items: &[Update],
+    next_token: &str,
+) -> String {
+    let (_, send, uri) = next_with_uri(handle, "GET", path).await;
     let items: Vec<Value> = items
         .iter()
         .map(|u| {
@@ -745,23 +751,9 @@ async fn a_takeover_pass_over_several_namespaces_knows_each_one_read() {
     let client = Client::new(mock, "default");
     let mut pass = Pass::start(client, vec!["shop".into(), "apps".into()]);
     let live = named("live-1", Verdict::Verified, vec![]);
-    let (_, send, uri) = next_with_uri(
-        &mut handle,
-        "GET",
-        "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports?",
-    )
-    .await;
+    let shop = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports?";
+    let uri = report_page_at(&mut handle, shop, std::slice::from_ref(&live), "").await;
     assert!(uri.contains("limit=500"), "{uri}");
-    let body = json!({"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReportList",
-        "metadata": {"resourceVersion": "1"}, "items": [
-            {"apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
-             "metadata": {"name": live.report_name, "namespace": "shop"},
-             "spec": live.spec, "status": live.status}]});
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
-    );
     let mut page = pass.next().await.expect("a page").expect("read");
     pass.took(&mut page);
     assert!(pass.is_read("shop", "zzz"), "all of shop is read");
