@@ -346,9 +346,10 @@ impl Store {
         self.pods.len() + self.gone.len() + self.preloaded.len()
     }
 
-    /// Remembers a report that exists already (before the first pod list), so
-    /// its counts are not counted again and an unchanged status is not
-    /// rewritten. Only its ledger is kept, not the report.
+    /// Remembers a report that exists already (before the first pod list):
+    /// its decided checks, probe floor and status hash, so a verdict never
+    /// goes back and an unchanged status is not rewritten (what it counted
+    /// is the writer's ledger). Only this digest is kept, not the report.
     pub fn preload(&mut self, stored: StoredReport) {
         self.preloaded.insert(stored.uid.clone(), stored);
     }
