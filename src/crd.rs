@@ -80,6 +80,11 @@ pub struct ReportStatus {
     /// of that version were judged and its known bugs named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet_version: Option<String>,
+    /// Which write stored this status (set by the writer, never judged): a
+    /// replica whose write went unanswered reads it back to learn whether
+    /// that write landed, and counts it only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 impl ReportStatus {
@@ -97,6 +102,7 @@ impl ReportStatus {
             sidecar_restarts,
             pod_ended_at,
             kubelet_version: None,
+            write_id: None,
             report,
         }
     }

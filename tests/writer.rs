@@ -1028,3 +1028,75 @@ async fn with_leader_election_the_first_lease_is_a_takeover() {
     assert_eq!(st["status"]["shutdown"], "Verified");
     stop(r).await;
 }
+
+/// A leader whose status write of a violation got no answer when it lost
+/// the lease (the API server restarting, the 23:41 chaos finding): the
+/// stored report reads back as `stored_id` names it.
+async fn lease_lost_mid_write(stored_id: impl Fn(&str) -> String) -> Running {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let (st, held) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let sent_id = st["status"]["writeId"]
+        .as_str()
+        .expect("every status write names itself")
+        .to_string();
+    r.lead_tx.send(false).unwrap();
+    // Read back, after the lease is gone.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    let mut stored = update(Verdict::Violated, vec![violation()]);
+    stored.status.write_id = Some(stored_id(&sent_id));
+    send.send_response(echo(&json!({
+        "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+        "metadata": {"name": stored.report_name, "namespace": stored.namespace},
+        "spec": stored.spec, "status": stored.status,
+    })));
+    drop(held);
+    r
+}
+
+/// The write landed (the stored status carries its id): it counts, once,
+/// though no answer ever came; the new leader, which read it stored,
+/// counts nothing of it (`a_new_leader_writes_nothing_the_stored_reports_hold`).
+#[tokio::test]
+async fn an_unanswered_write_that_landed_counts_once_after_the_lease_is_lost() {
+    let r = lease_lost_mid_write(|sent| sent.to_string()).await;
+    r.counted(&[("unanswered_landed", 1), ("written", 0)]).await;
+    assert_eq!(r.violations_counted(), 1);
+    stop(r).await;
+}
+
+/// The stored status is another write's (this one never landed, or the new
+/// leader wrote the report since, counting what it added): not counted.
+#[tokio::test]
+async fn an_unanswered_write_that_did_not_land_is_not_counted() {
+    let r = lease_lost_mid_write(|_| "another-write-7".into()).await;
+    r.counted(&[("unanswered_lost", 1)]).await;
+    assert_eq!(r.violations_counted(), 0);
+    stop(r).await;
+}
+
+/// A write that failed with an error saying nothing about whether it
+/// landed (a 5xx) and then succeeded on retry counts once, however many
+/// times the first attempt may have landed.
+#[tokio::test(start_paused = true)]
+async fn a_retried_write_counts_its_violation_once() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    refuse(&mut r.handle, "PATCH", &status_path(), 504).await;
+    // Announced again under the same name (409: it exists), then written.
+    refuse(&mut r.handle, "POST", EVENTS, 409).await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    r.counted(&[("server_error", 1), ("written", 1)]).await;
+    assert_eq!(r.violations_counted(), 1);
+    // Nothing left unanswered: losing the lease reads nothing back.
+    r.lead_tx.send(false).unwrap();
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    stop(r).await;
+}

@@ -75,6 +75,11 @@ impl Ledger {
             .collect()
     }
 
+    /// What the stored report of `key` counted so far, if it is known.
+    pub fn digest(&self, key: &(String, String)) -> Option<Digest> {
+        self.reports.get(key).cloned()
+    }
+
     /// Whether the report is known to exist (stored, or written by us).
     pub fn contains(&self, key: &(String, String)) -> bool {
         self.reports.contains_key(key)
@@ -129,7 +134,8 @@ fn violation_key(v: &Violation) -> u64 {
     hash_of((v.rule, &v.containers))
 }
 
-/// A hash of the JSON the writer sends, computed without building it.
+/// A hash of the JSON the writer sends, computed without building it. The
+/// status's `write_id` is left out: it names a write, not what was judged.
 pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     struct HashWriter(DefaultHasher);
     impl std::io::Write for HashWriter {
@@ -141,11 +147,31 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
             Ok(())
         }
     }
+    // Every field named: a new one is hashed, or left out on purpose.
+    let ReportStatus {
+        report,
+        violation_count,
+        probe_failure_count,
+        sidecar_restarts,
+        pod_ended_at,
+        kubelet_version,
+        write_id: _,
+    } = s;
     let mut w = HashWriter(DefaultHasher::new());
     // Serialising these plain structs cannot fail; a failure would only
     // cost one unneeded write.
     let _ = serde_json::to_writer(&mut w, spec);
-    let _ = serde_json::to_writer(&mut w, s);
+    let _ = serde_json::to_writer(&mut w, report);
+    let _ = serde_json::to_writer(
+        &mut w,
+        &(
+            violation_count,
+            probe_failure_count,
+            sidecar_restarts,
+            pod_ended_at,
+            kubelet_version,
+        ),
+    );
     w.0.finish()
 }
 
@@ -171,6 +197,12 @@ impl Digest {
             status_hash: status_hash(spec, s),
         }
     }
+}
+
+/// What `status` adds to `before` (a report's digest when its write was
+/// sent; none: nothing stored then).
+pub fn increments_over(before: Option<Digest>, status: &ReportStatus) -> Increments {
+    count(&mut before.unwrap_or_default(), &status.report)
 }
 
 /// Metric increments of one update: only what was not counted before.

@@ -41,7 +41,11 @@ fn reports_zero(reports: &IntGaugeVec) {
 /// nothing left to write; `rejected`: 400/403/422), retried after a backoff
 /// (`conflict` 409, `throttled` 429, `server_error` 5xx, `timeout`,
 /// `transport`, `other_error` for any other status), or a pod Event that
-/// failed (`event_error`, not retried). Each failed attempt counts once.
+/// failed (`event_error`, not retried). Each failed attempt counts once. A
+/// status write left without an answer when the lease was lost or the
+/// process stopped is read back: it landed (`unanswered_landed`, counted
+/// then), did not or was overwritten by another replica
+/// (`unanswered_lost`), or could not be read back (`unanswered_unknown`).
 pub const WRITE_RESULTS: &[&str] = &[
     "written",
     "recreated",
@@ -56,6 +60,9 @@ pub const WRITE_RESULTS: &[&str] = &[
     "transport",
     "other_error",
     "event_error",
+    "unanswered_landed",
+    "unanswered_lost",
+    "unanswered_unknown",
 ];
 
 const SECONDS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];

@@ -12,7 +12,7 @@
 //! own backoff.
 
 use crate::controller::events;
-use crate::controller::ledger::{Increments, Ledger, status_hash};
+use crate::controller::ledger::{Digest, Increments, Ledger, increments_over, status_hash};
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
@@ -25,8 +25,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -102,6 +104,12 @@ impl WriteError {
         }
     }
 
+    /// Whether the API server answered that it did not apply the call (a
+    /// 4xx): no other error says whether a write landed.
+    fn not_applied(&self) -> bool {
+        matches!(self, WriteError::Api { source: kube::Error::Api(s), .. } if s.code < 500)
+    }
+
     fn not_found(&self, call: Call) -> bool {
         matches!(self, WriteError::Api { call: c, source: kube::Error::Api(s), .. }
             if *c == call && s.code == 404)
@@ -148,7 +156,29 @@ pub struct ReportWriter {
     call_timeout: Duration,
     /// What the stored reports hold.
     ledger: Mutex<Ledger>,
+    /// Status writes sent with no answer yet, or none that said whether
+    /// they landed (a timeout, a broken connection, a 5xx, or cancelled with
+    /// the lease): per report, the oldest first. A later write of the same
+    /// report that succeeds counts what they added; one the lease or a
+    /// shutdown leaves behind is read back (`settle_unanswered`).
+    unanswered: Mutex<HashMap<(String, String), Vec<Unanswered>>>,
+    /// This process's part of every `write_id`, and the writes it numbered.
+    incarnation: u64,
+    writes: AtomicU64,
 }
+
+/// A status write sent whose outcome is not known.
+#[derive(Debug)]
+pub struct Unanswered {
+    write_id: String,
+    update: Update,
+    /// What the stored report had counted when the write was sent.
+    before: Option<Digest>,
+}
+
+/// How long a replica that lost the lease keeps reading back its
+/// unanswered writes (the API server may be restarting).
+pub const SETTLE_FOR: Duration = Duration::from_secs(60);
 
 impl ReportWriter {
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
@@ -158,6 +188,13 @@ impl ReportWriter {
             metrics,
             call_timeout: WriterConfig::default().call_timeout,
             ledger: Mutex::new(Ledger::default()),
+            unanswered: Mutex::new(HashMap::new()),
+            // Random per process (a restarted container keeps its name).
+            incarnation: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::process::id(),
+            ),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -198,6 +235,66 @@ impl ReportWriter {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn unanswered(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<Unanswered>>> {
+        self.unanswered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A name no other write of any replica has.
+    fn next_write_id(&self) -> String {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{n}", self.incarnation)
+    }
+
+    /// The unanswered writes, to settle: nothing more will answer them.
+    pub fn take_unanswered(&self) -> HashMap<(String, String), Vec<Unanswered>> {
+        std::mem::take(&mut *self.unanswered())
+    }
+
+    /// Reads back each report an unanswered write went to, for at most
+    /// `within`: if the stored status is that write's (its `write_id`), the
+    /// write landed and counts now, what it added to the report as it was
+    /// when the write was sent. Another id: it did not land, or another
+    /// replica wrote the report since, having read it (so counted nothing
+    /// of it) or not (then it counted what it wrote itself). Run after
+    /// losing the lease, and at shutdown.
+    pub async fn settle_unanswered(
+        &self,
+        writes: HashMap<(String, String), Vec<Unanswered>>,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        for ((ns, name), sent) in writes {
+            let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), &ns);
+            let mut wait = Duration::from_millis(200);
+            let stored = loop {
+                match self.call(Call::Get, &ns, &name, api.get_opt(&name)).await {
+                    Ok(r) => break Some(r.and_then(|r| r.status?.write_id)),
+                    Err(e) if Instant::now() + wait < deadline => {
+                        tracing::debug!(error = %e, "reading back an unanswered write; will retry");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not learn whether an unanswered write landed; it is not counted");
+                        break None;
+                    }
+                }
+            };
+            let result = match stored {
+                None => "unanswered_unknown",
+                Some(id) => match sent.into_iter().find(|w| id.as_ref() == Some(&w.write_id)) {
+                    Some(w) => {
+                        let inc = increments_over(w.before, &w.update.status);
+                        self.metrics.count(&w.update, &inc);
+                        "unanswered_landed"
+                    }
+                    None => "unanswered_lost",
+                },
+            };
+            self.count(result);
+        }
+    }
+
     /// Server-side applies the report's spec (when it is not known to
     /// exist, or `recreate`) and status; once stored, what the status adds
     /// to the ledger (the increments to count and announce).
@@ -227,16 +324,42 @@ impl ReportWriter {
             self.call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
                 .await?;
         }
-        let status = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
+        let write_id = self.next_write_id();
+        let mut status = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
+        status["status"]["writeId"] = json!(write_id);
+        let before = self.ledger().digest(&key);
+        self.unanswered()
+            .entry(key.clone())
+            .or_default()
+            .push(Unanswered {
+                write_id: write_id.clone(),
+                update: u.clone(),
+                before,
+            });
         let patch = Patch::Apply(&status);
-        self.call(
-            Call::ApplyStatus,
-            ns,
-            name,
-            api.patch_status(name, &pp, &patch),
-        )
-        .await?;
-        Ok(self.ledger().record(&key, hash, &u.status))
+        let written = self
+            .call(
+                Call::ApplyStatus,
+                ns,
+                name,
+                api.patch_status(name, &pp, &patch),
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                // Counts what every earlier unanswered write added too.
+                self.unanswered().remove(&key);
+                Ok(self.ledger().record(&key, hash, &u.status))
+            }
+            Err(e) => {
+                if e.not_applied()
+                    && let Some(sent) = self.unanswered().get_mut(&key)
+                {
+                    sent.retain(|w| w.write_id != write_id);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A Warning Event on the pod for each violation, named after it
@@ -291,6 +414,8 @@ impl ReportWriter {
         {
             return Ok(false);
         }
+        // Keeps the stored `write_id`: closing counts nothing, and a
+        // replica still reading back that write learns it landed.
         close_unseen(&mut status, at);
         let spec = stored_spec.clone();
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -337,6 +462,7 @@ impl ReportWriter {
                 return match self.delete_report(&namespace, &name).await {
                     Ok(()) => {
                         self.ledger().forget(&key);
+                        self.unanswered().remove(&key);
                         self.count("deleted");
                         Outcome::Done
                     }
@@ -413,6 +539,10 @@ impl ReportWriter {
         self.count(result);
         match result {
             "not_found_dropped" | "rejected" => {
+                if result == "not_found_dropped" {
+                    // The report is gone: nothing of it left to count.
+                    self.unanswered().remove(&work.key());
+                }
                 if result == "rejected" {
                     tracing::warn!(error = %e, "the API server rejected a report; giving up on it");
                 } else {
@@ -425,6 +555,14 @@ impl ReportWriter {
                 Outcome::Retry(work)
             }
         }
+    }
+}
+
+/// The writes a shutdown leaves unanswered, read back for at most `within`.
+async fn settle_at_exit(writer: &ReportWriter, within: Duration) {
+    let unanswered = writer.take_unanswered();
+    if !unanswered.is_empty() {
+        writer.settle_unanswered(unanswered, within).await;
     }
 }
 
@@ -528,6 +666,11 @@ pub async fn run(
             in_flight = FuturesUnordered::new();
             seeded = false;
             tracing::info!("lease lost: pending writes dropped");
+            let unanswered = writer.take_unanswered();
+            if !unanswered.is_empty() {
+                let w = writer.clone();
+                tokio::spawn(async move { w.settle_unanswered(unanswered, SETTLE_FOR).await });
+            }
         }
         was_leader = is_leader;
         if is_leader && seeded {
@@ -548,7 +691,8 @@ pub async fn run(
                     "shutting down with reports not written"
                 );
             }
-            return;
+            drop(in_flight);
+            return settle_at_exit(&writer, cfg.flush_timeout).await;
         }
         let wake = queue.next_wake().map(Instant::from_std);
         let far = Instant::now() + Duration::from_secs(3600);
@@ -581,7 +725,8 @@ pub async fn run(
                             "leadership ended with reports not written"
                         );
                     }
-                    return;
+                    drop(in_flight);
+                    return settle_at_exit(&writer, cfg.flush_timeout).await;
                 }
             }
         }
