@@ -461,10 +461,11 @@ async fn run(bin: String) -> Result<bool, String> {
         (
             "verdicts that differ from the labels".into(),
             format!(
-                "{} of {} pods checked; {} reports missing; {} reports in {}",
+                "{} of {} pods checked; {} reports missing; {} not checked, kwok having stopped a container at or after the grace deadline; {} reports in {}",
                 outcome.differ.len(),
                 outcome.checked,
                 outcome.missing.len(),
+                outcome.late.len(),
                 outcome.reports,
                 cfg.ns
             ),
@@ -496,6 +497,9 @@ async fn run(bin: String) -> Result<bool, String> {
     }
     for m in outcome.missing.iter().take(10) {
         println!("  MISSING  {m}");
+    }
+    for l in outcome.late.iter().take(10) {
+        println!("  LATE     {l}");
     }
     let ok = outcome.differ.is_empty() && outcome.missing.is_empty() && outcome.checked > 0;
     if ok {

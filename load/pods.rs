@@ -121,6 +121,9 @@ pub struct Book {
     pub deleted: HashSet<String>,
     /// uid -> when it was created, and when its deletion was accepted.
     pub times: HashMap<String, (Instant, Option<Instant>)>,
+    /// uid -> the grace deadline of its deletion, as the API server set it
+    /// (`metadata.deletionTimestamp` of the DELETE's answer).
+    pub deadlines: HashMap<String, k8s_openapi::jiff::Timestamp>,
     pub create_errors: u64,
     pub delete_errors: u64,
     pub next: u64,
@@ -154,10 +157,13 @@ async fn create_one(api: Api<Pod>, book: Shared, n: u64) {
     }
 }
 
-fn mark_deleted(book: &Shared, uid: String) {
+fn mark_deleted(book: &Shared, uid: String, deadline: Option<k8s_openapi::jiff::Timestamp>) {
     let mut b = book.lock().expect("book");
     if let Some(t) = b.times.get_mut(&uid) {
         t.1 = Some(Instant::now());
+    }
+    if let Some(d) = deadline {
+        b.deadlines.insert(uid.clone(), d);
     }
     b.deleted.insert(uid);
 }
@@ -168,8 +174,14 @@ async fn delete_one(api: Api<Pod>, book: Shared) {
     };
     for attempt in 0..5 {
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => return mark_deleted(&book, uid),
-            Err(kube::Error::Api(e)) if e.code == 404 => return mark_deleted(&book, uid),
+            Ok(answer) => {
+                let deadline = answer
+                    .left()
+                    .and_then(|p| p.metadata.deletion_timestamp)
+                    .map(|t| t.0);
+                return mark_deleted(&book, uid, deadline);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => return mark_deleted(&book, uid, None),
             Err(e) => {
                 book.lock().expect("book").delete_errors += 1;
                 if attempt == 4 {

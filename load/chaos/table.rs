@@ -155,11 +155,12 @@ pub fn render(s: &Summary) -> (String, bool) {
         (
             "reports: verdicts vs labels".into(),
             format!(
-                "{}: {} wrong, {} missing, {} undecided (ended while no watch was up, Indeterminate with the gap named) of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
+                "{}: {} wrong, {} missing, {} undecided (ended while no watch was up, Indeterminate with the gap named), {} late (kwok stopped a container at or after the grace deadline) of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
                 mark(verdicts_ok),
                 outcome.differ.len(),
                 outcome.missing.len(),
                 outcome.undecided.len(),
+                outcome.late.len(),
                 outcome.checked,
                 excluded,
                 outcome.reports,
@@ -170,7 +171,7 @@ pub fn render(s: &Summary) -> (String, bool) {
         (
             "violations: counted vs stored".into(),
             format!(
-                "{}: {} counted over all processes, {} in the reports ({})",
+                "{}: {} counted over all processes, {} in the reports ({}); status writes left unanswered and read back: {}",
                 mark(counted.violations == stored.violations as f64 && counted.gaps.is_empty()),
                 counted.violations,
                 stored.violations,
@@ -182,7 +183,17 @@ pub fn render(s: &Summary) -> (String, bool) {
                         counted.by_rule.get(r).copied().unwrap_or(0.0)
                     ))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if counted.unanswered.is_empty() {
+                    "none".to_string()
+                } else {
+                    counted
+                        .unanswered
+                        .iter()
+                        .map(|(r, n)| format!("{} {n}", r.trim_start_matches("unanswered_")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             ),
         ),
         (
@@ -266,6 +277,9 @@ pub fn render(s: &Summary) -> (String, bool) {
     }
     for u in outcome.undecided.iter().take(10) {
         table.push_str(&format!("  UNDECIDED  {u}\n"));
+    }
+    for l in outcome.late.iter().take(10) {
+        table.push_str(&format!("  LATE       {l}\n"));
     }
     for m in outcome.missing.iter().take(10) {
         table.push_str(&format!("  MISSING    {m}\n"));

@@ -38,6 +38,9 @@ pub struct Counted {
     pub by_rule: BTreeMap<String, f64>,
     pub probe_failures: f64,
     pub incarnations: usize,
+    /// Status writes left unanswered and read back, by result
+    /// (`unanswered_landed`, `_lost`, `_unknown`), over all processes.
+    pub unanswered: BTreeMap<String, f64>,
     /// Incarnations whose last scrape was not taken right before their end.
     pub gaps: Vec<String>,
 }
@@ -135,6 +138,11 @@ pub fn counted(incarnations: &[Incarnation], ns: &str) -> Counted {
             if n == VIOLATIONS && here(l) {
                 let rule = l.get("rule").cloned().unwrap_or_default();
                 *out.by_rule.entry(rule).or_insert(0.0) += v;
+            }
+            if n == crate::replicas::WRITES
+                && let Some(r) = l.get("result").filter(|r| r.starts_with("unanswered_"))
+            {
+                *out.unanswered.entry(r.clone()).or_insert(0.0) += v;
             }
         }
     }

@@ -263,6 +263,7 @@ impl ReportWriter {
         within: Duration,
     ) {
         let deadline = Instant::now() + within;
+        let mut results: HashMap<&str, usize> = HashMap::new();
         for ((ns, name), sent) in writes {
             let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), &ns);
             let mut wait = Duration::from_millis(200);
@@ -292,7 +293,9 @@ impl ReportWriter {
                 },
             };
             self.count(result);
+            *results.entry(result).or_default() += 1;
         }
+        tracing::info!(?results, "unanswered status writes read back");
     }
 
     /// Server-side applies the report's spec (when it is not known to
