@@ -67,6 +67,8 @@ pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) 
         let mut paths = Vec::new();
         diff(b, a, &mut String::from("status"), &mut paths);
         paths.dedup();
+        // Every write names itself: a changed `writeId` says nothing more.
+        paths.retain(|p| p != "status.writeId");
         for p in paths {
             let e = by_path.entry(p).or_insert((0, String::new()));
             e.0 += 1;
@@ -78,6 +80,7 @@ pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) 
     if changed == 0 {
         return "0 reports changed".into();
     }
+    save_examples(before, after, by_path.values().map(|(_, ex)| ex));
     let mut v: Vec<_> = by_path.into_iter().collect();
     v.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
     let top: Vec<String> = v
@@ -86,4 +89,31 @@ pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) 
         .map(|(p, (n, ex))| format!("{p} in {n} (e.g. {ex})"))
         .collect();
     format!("{changed} reports changed: {}", top.join("; "))
+}
+
+/// Writes each example's status before and after the restart into
+/// `$LOAD_DIR/restart-diff/` (NAME-before.json, NAME-after.json), for a
+/// person to see what changed.
+fn save_examples<'a>(
+    before: &HashMap<String, Value>,
+    after: &HashMap<String, Value>,
+    names: impl Iterator<Item = &'a String>,
+) {
+    let Ok(dir) = std::env::var("LOAD_DIR") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir).join("restart-diff");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    for name in names {
+        for (when, statuses) in [("before", before), ("after", after)] {
+            if let Some(s) = statuses.get(name) {
+                let _ = std::fs::write(
+                    dir.join(format!("{name}-{when}.json")),
+                    serde_json::to_string_pretty(s).unwrap_or_default(),
+                );
+            }
+        }
+    }
 }
