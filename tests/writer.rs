@@ -670,6 +670,87 @@ async fn report_page_at(
     uri
 }
 
+/// The page a pass read next (not a report read ahead).
+fn page(
+    read: Option<Result<sidecar_order::controller::takeover::Read, kube::Error>>,
+) -> sidecar_order::controller::stored::Stored {
+    use sidecar_order::controller::takeover::Read;
+    match read.expect("a page").expect("read") {
+        Read::Page(stored) => stored,
+        Read::One(key, _) => panic!("a page, not {key:?} read ahead"),
+    }
+}
+
+/// What a pass read next, within 5 s.
+async fn ahead(
+    pass: &mut sidecar_order::controller::takeover::Pass,
+) -> sidecar_order::controller::takeover::Read {
+    tokio::time::timeout(Duration::from_secs(5), pass.next())
+        .await
+        .expect("nothing read within 5 s")
+        .expect("a read")
+        .expect("read")
+}
+
+/// A report an update waits for is read on its own, ahead of its page (a
+/// churning workload's reports sort after those of its ended pods): found,
+/// its stored version is in the ledger; not found, it is known not stored.
+/// Each report is read ahead once at most.
+#[tokio::test]
+async fn a_report_an_update_waits_for_is_read_ahead_of_its_page() {
+    use sidecar_order::controller::takeover::{Pass, Read};
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock, "default");
+    let mut pass = Pass::start(client, vec![]);
+    // The list's first page: asked for, not answered yet.
+    let (_, _held, _) = next_with_uri(
+        &mut handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/sidecarorderreports?",
+    )
+    .await;
+    let stored = update(Verdict::Violated, vec![violation()]);
+    let key = (stored.namespace.clone(), stored.report_name.clone());
+    assert!(!pass.is_read(&key.0, &key.1));
+    pass.want(&key.0, &key.1);
+    pass.want(&key.0, &key.1);
+    let (_, send) = next(&mut handle, "GET", REPORT).await;
+    send.send_response(echo(&json!({
+        "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+        "metadata": {"name": stored.report_name, "namespace": stored.namespace},
+        "spec": stored.spec, "status": stored.status,
+    })));
+    let Read::One(got, mut one) = ahead(&mut pass).await else {
+        panic!("a report read ahead, not a page");
+    };
+    assert_eq!(got, key);
+    let ledger = pass.took(&mut one);
+    assert!(ledger.holds(&key, status_hash(&stored.spec, &stored.status)));
+    assert_eq!(one.reports.len(), 1, "its decided checks go to the index");
+    assert!(pass.due(&key.0, &key.1));
+    pass.sent([key.clone()]);
+
+    // Not stored: known so, nothing to take in.
+    pass.want("shop", "gone-1");
+    let (_, send) = next(
+        &mut handle,
+        "GET",
+        "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-1",
+    )
+    .await;
+    send.send_response(status_reply(404, "NotFound"));
+    let Read::One(got, mut none) = ahead(&mut pass).await else {
+        panic!("a report read ahead, not a page");
+    };
+    assert_eq!(got.1, "gone-1");
+    assert!(pass.took(&mut none).is_empty());
+    assert!(pass.due("shop", "gone-1"));
+    // Asked once: no second read of either.
+    pass.want(&key.0, &key.1);
+    pass.want("shop", "gone-1");
+    quiet(&mut handle, Duration::from_millis(200)).await;
+}
+
 /// A takeover's pass hands over each page of stored reports as it
 /// arrives (writing resumes after the first page); a list goes in key
 /// order, so a report before the last key listed that no page held is known
@@ -689,7 +770,7 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
 
     let uri = report_page(&mut handle, &[ended.clone(), live.clone()], "t1").await;
     assert!(uri.contains("limit=500"), "{uri}");
-    let mut first = pass.next().await.expect("a page").expect("read");
+    let mut first = page(pass.next().await);
     assert_eq!(pass.took(&mut first).len(), 2);
     assert!(pass.is_read("shop", "live-1") && pass.is_read("shop", "ended-1"));
     assert!(
@@ -722,7 +803,7 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
     assert!(pass.next().await.is_none(), "that read is over");
     pass.retry();
     report_page(&mut handle, &[ended.clone(), live.clone()], "t1").await;
-    let mut again = pass.next().await.expect("a page").expect("read");
+    let mut again = page(pass.next().await);
     let ledger = pass.took(&mut again);
     assert_eq!(
         ledger.len(),
@@ -730,7 +811,7 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
         "what the writer already has is not read over it"
     );
     report_page(&mut handle, std::slice::from_ref(&orphan), "").await;
-    let mut last = pass.next().await.expect("a page").expect("read");
+    let mut last = page(pass.next().await);
     pass.took(&mut last);
     assert!(pass.next().await.is_none(), "every page read");
     assert_eq!(pass.reports_read(), 3);
@@ -754,7 +835,7 @@ async fn a_takeover_pass_over_several_namespaces_knows_each_one_read() {
     let shop = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports?";
     let uri = report_page_at(&mut handle, shop, std::slice::from_ref(&live), "").await;
     assert!(uri.contains("limit=500"), "{uri}");
-    let mut page = pass.next().await.expect("a page").expect("read");
+    let mut page = page(pass.next().await);
     pass.took(&mut page);
     assert!(pass.is_read("shop", "zzz"), "all of shop is read");
     assert!(!pass.is_read("apps", "aaa"), "apps is listed next");

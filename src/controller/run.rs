@@ -8,7 +8,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
 use crate::controller::stored;
-use crate::controller::takeover::Pass;
+use crate::controller::takeover::{Pass, Read};
 use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
@@ -462,14 +462,24 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             page = async { pass.as_mut().expect("guarded").next().await }, if pass.is_some() => {
                 let p = pass.as_mut().expect("guarded");
                 match page {
-                    Some(Ok(mut stored)) => {
+                    Some(Ok(read)) => {
+                        let (one, mut stored) = match read {
+                            Read::Page(stored) => (None, stored),
+                            Read::One(key, stored) => (Some(key), stored),
+                        };
                         let ledger = p.took(&mut stored);
                         store.took_over(stored.reports);
                         if tx.send(Msg::Stored(ledger)).await.is_err() {
                             break;
                         }
-                        // What this page read, and what it showed is not stored.
-                        let due = store.current_where(now(), |ns, name| p.due(ns, name));
+                        // What this page read, and what it showed is not
+                        // stored (or the one report read ahead).
+                        let due = match &one {
+                            None => store.current_where(now(), |ns, name| p.due(ns, name)),
+                            Some((kns, kname)) => store.current_where(now(), |ns, name| {
+                                ns == kns && name == kname && p.due(ns, name)
+                            }),
+                        };
                         p.sent(due.iter().map(|u| (u.namespace.clone(), u.report_name.clone())));
                         due
                     }
@@ -488,6 +498,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         let rest = store.current_where(now(), |ns, name| !p.was_sent(ns, name));
                         tracing::info!(
                             stored = p.reports_read(),
+                            read_ahead = p.read_ahead(),
                             unstored = rest.len(),
                             orphans = orphans.len(),
                             secs = p.started.elapsed().as_secs_f64(),
@@ -576,10 +587,17 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             index_metrics(&metrics, &store);
             continue;
         }
-        if let Some(p) = &pass {
+        if let Some(p) = &mut pass {
             // While the pass reads, only reports whose stored version is
-            // in are written; the rest go out when it ends.
-            updates.retain(|u| p.is_read(&u.namespace, &u.report_name));
+            // in are written; the others are read ahead of their page, or
+            // go out when the pass ends.
+            updates.retain(|u| {
+                let known = p.is_read(&u.namespace, &u.report_name);
+                if !known {
+                    p.want(&u.namespace, &u.report_name);
+                }
+                known
+            });
             other.clear();
         }
         for work in other {

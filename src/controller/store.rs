@@ -156,6 +156,14 @@ pub struct StoredReport {
 }
 
 impl StoredReport {
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn of(namespace: &str, name: &str, spec: &ReportSpec, status: &ReportStatus) -> Self {
         StoredReport {
             namespace: namespace.into(),

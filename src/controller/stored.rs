@@ -93,6 +93,15 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// One report, read on its own.
+    pub fn one(r: SidecarOrderReport) -> Stored {
+        let mut out = Stored::default();
+        out.take(r);
+        out
+    }
+}
+
 /// Reads every stored report of `namespaces` (empty: all namespaces).
 pub async fn read(client: Client, namespaces: Vec<String>) -> Result<Stored, kube::Error> {
     let mut out = Stored::default();
