@@ -131,6 +131,9 @@ KWOK=$(bash scripts/kwok.sh)
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   step "removing the namespace $NS left by an earlier run"
   kubectl delete --raw "/api/v1/namespaces/$NS/pods?gracePeriodSeconds=0" >/dev/null 2>&1 || true
+  # What that left (an aborted chaos run left 5,700 pods Terminating,
+  # waiting for kwok to play their stop): forced, one by one.
+  kubectl delete pods --all -n "$NS" --force --grace-period=0 --wait=false >/dev/null 2>&1 || true
   # Tens of thousands of events outlast the namespace controller's
   # deletecollection timeout (seen after 10,000 pods); one here helps it.
   kubectl delete --raw "/api/v1/namespaces/$NS/events" >/dev/null 2>&1 || true
