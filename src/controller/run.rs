@@ -474,12 +474,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         }
                         // What this page read, and what it showed is not
                         // stored (or the one report read ahead).
-                        let due = match &one {
-                            None => store.current_where(now(), |ns, name| p.due(ns, name)),
-                            Some((kns, kname)) => store.current_where(now(), |ns, name| {
-                                ns == kns && name == kname && p.due(ns, name)
-                            }),
-                        };
+                        let due = store.current_where(now(), |ns, name| {
+                            one.as_ref().is_none_or(|(kns, kname)| ns == kns && name == kname)
+                                && p.due(ns, name)
+                        });
                         p.sent(due.iter().map(|u| (u.namespace.clone(), u.report_name.clone())));
                         due
                     }

@@ -6,7 +6,7 @@
 //! goes in key order, so a page also tells which reports are not stored:
 //! those of the index whose key sorts before the page's last one and that
 //! no page held. Writing resumes after the first page, not after the whole
-//! read (14,000-17,000 stored reports took 12-17 s in a chaos run). When
+//! read (11,000-17,000 stored reports took 10-22 s in a chaos run). When
 //! the last page is in, the rest of the index is written, and every stored
 //! report still read as live whose pod the index does not know is closed.
 //!
