@@ -63,12 +63,16 @@ pub fn summary(before: &HashMap<String, Value>, after: &HashMap<String, Value>) 
         if a == b {
             continue;
         }
-        changed += 1;
         let mut paths = Vec::new();
         diff(b, a, &mut String::from("status"), &mut paths);
         paths.dedup();
-        // Every write names itself: a changed `writeId` says nothing more.
-        paths.retain(|p| p != "status.writeId");
+        // Every write names itself and the writes it replaced: a changed
+        // `writeId` or `earlierWriteIds` says nothing more.
+        paths.retain(|p| p != "status.writeId" && !p.starts_with("status.earlierWriteIds"));
+        if paths.is_empty() {
+            continue;
+        }
+        changed += 1;
         for p in paths {
             let e = by_path.entry(p).or_insert((0, String::new()));
             e.0 += 1;

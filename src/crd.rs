@@ -85,6 +85,12 @@ pub struct ReportStatus {
     /// that write landed, and counts it only then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_id: Option<String>,
+    /// The writes this status was written over, as its writer read them,
+    /// newest first (at most `ledger::MAX_EARLIER`): a replica reading back
+    /// an unanswered write learns here that it landed before a later write
+    /// (which, applied only over the version it read, counted from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_write_ids: Vec<String>,
 }
 
 impl ReportStatus {
@@ -103,6 +109,7 @@ impl ReportStatus {
             pod_ended_at,
             kubelet_version: None,
             write_id: None,
+            earlier_write_ids: Vec::new(),
             report,
         }
     }

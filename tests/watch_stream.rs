@@ -109,7 +109,7 @@ fn totals(ledger: &mut Ledger, updates: &[Update]) -> HashMap<String, u64> {
         if ledger.holds(&key, hash) {
             continue;
         }
-        let inc = ledger.record(&key, hash, &u.status);
+        let inc = ledger.record(&key, hash, &u.status, None);
         for v in &inc.violations {
             *t.entry(format!("{}/violation/{}", u.pod_name, v.rule.id()))
                 .or_default() += 1;
@@ -226,7 +226,7 @@ fn restarted(updates: &[Update]) -> (HashMap<String, &Update>, Store, Ledger) {
             &u.spec,
             &u.status,
         ));
-        ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status);
+        ledger.seed(&u.namespace, &u.report_name, &u.spec, &u.status, None);
     }
     (written, second, ledger)
 }

@@ -25,12 +25,27 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Takes a stored report as it is (start-up, or a reconcile pass).
-    pub fn seed(&mut self, namespace: &str, name: &str, spec: &ReportSpec, status: &ReportStatus) {
+    /// Takes a stored report as it is (start-up, a takeover's pass, or a
+    /// read after a conflict), at its `resourceVersion`.
+    pub fn seed(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: &ReportSpec,
+        status: &ReportStatus,
+        resource_version: Option<&str>,
+    ) {
         self.reports.insert(
             (namespace.into(), name.into()),
-            Digest::from_status(spec, status),
+            Digest::from_status(spec, status).at(resource_version),
         );
+    }
+
+    /// A stored report with no status yet (its spec applied): nothing
+    /// counted, and known to exist at `resource_version`.
+    pub fn seed_empty(&mut self, key: &(String, String), resource_version: Option<&str>) {
+        self.reports
+            .insert(key.clone(), Digest::default().at(resource_version));
     }
 
     /// Takes in another part of the stored reports (a page of a takeover's pass).
@@ -46,13 +61,16 @@ impl Ledger {
 
     /// A write of `status` (of hash `hash`) succeeded: what it added to the
     /// counts.
+    /// `resource_version` is the stored object's after the write.
     pub fn record(
         &mut self,
         key: &(String, String),
         hash: u64,
         status: &ReportStatus,
+        resource_version: Option<&str>,
     ) -> Increments {
         let d = self.reports.entry(key.clone()).or_default();
+        d.resource_version = resource_version.map(Into::into);
         if d.status_hash == hash {
             return Increments::default();
         }
@@ -128,14 +146,27 @@ pub struct Digest {
     /// The status records the pod's end.
     ended: bool,
     status_hash: u64,
+    /// The stored object's `metadata.resourceVersion`, when known: the next
+    /// status write applies only over that version (else a 409), so no
+    /// write ever replaces one its writer did not count from.
+    resource_version: Option<Box<str>>,
+    /// What the next write names as its `earlierWriteIds`: the stored
+    /// write this digest was read from, and the ones it named.
+    earlier: Vec<Box<str>>,
 }
+
+/// How many earlier writes a status names (`earlierWriteIds`): a write
+/// left unanswered is read back within `writer::SETTLE_FOR`, during which
+/// fewer replicas than this read the report over it.
+pub const MAX_EARLIER: usize = 4;
 
 fn violation_key(v: &Violation) -> u64 {
     hash_of((v.rule, &v.containers))
 }
 
 /// A hash of the JSON the writer sends, computed without building it. The
-/// status's `write_id` is left out: it names a write, not what was judged.
+/// status's `write_id` and `earlier_write_ids` are left out: they name
+/// writes, not what was judged.
 pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     struct HashWriter(DefaultHasher);
     impl std::io::Write for HashWriter {
@@ -156,6 +187,7 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
         pod_ended_at,
         kubelet_version,
         write_id: _,
+        earlier_write_ids: _,
     } = s;
     let mut w = HashWriter(DefaultHasher::new());
     // Serialising these plain structs cannot fail; a failure would only
@@ -195,8 +227,41 @@ impl Digest {
             shutdown_timed: r.shutdown != Verdict::Pending,
             ended: s.pod_ended_at.is_some(),
             status_hash: status_hash(spec, s),
+            resource_version: None,
+            earlier: written_by(s).take(MAX_EARLIER).map(Into::into).collect(),
         }
     }
+
+    fn at(self, resource_version: Option<&str>) -> Digest {
+        Digest {
+            resource_version: resource_version.map(Into::into),
+            ..self
+        }
+    }
+
+    /// The `status_hash` of the stored status.
+    pub fn status_hash(&self) -> u64 {
+        self.status_hash
+    }
+
+    /// The version of the stored object this digest was taken from.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// The writes the next write of the report names as written over.
+    pub fn earlier(&self) -> impl Iterator<Item = &str> {
+        self.earlier.iter().map(|s| &**s)
+    }
+}
+
+/// The writes whose status `s` is or descends from: its own, then the ones
+/// it names as written over, newest first.
+pub fn written_by(s: &ReportStatus) -> impl Iterator<Item = &str> {
+    s.write_id
+        .iter()
+        .chain(&s.earlier_write_ids)
+        .map(String::as_str)
 }
 
 /// What `status` adds to `before` (a report's digest when its write was

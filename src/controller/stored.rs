@@ -64,7 +64,8 @@ impl Stored {
         };
         match &r.status {
             Some(status) => {
-                self.ledger.seed(ns, name, &r.spec, status);
+                let rv = r.metadata.resource_version.as_deref();
+                self.ledger.seed(ns, name, &r.spec, status, rv);
                 self.reports
                     .push(StoredReport::of(ns, name, &r.spec, status));
             }

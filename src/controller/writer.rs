@@ -12,11 +12,13 @@
 //! own backoff.
 
 use crate::controller::events;
-use crate::controller::ledger::{Digest, Increments, Ledger, increments_over, status_hash};
+use crate::controller::ledger::{
+    Digest, Increments, Ledger, increments_over, status_hash, written_by,
+};
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
-use crate::crd::{FIELD_MANAGER, SidecarOrderReport};
+use crate::crd::{FIELD_MANAGER, ReportStatus, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
@@ -110,6 +112,11 @@ impl WriteError {
         matches!(self, WriteError::Api { source: kube::Error::Api(s), .. } if s.code < 500)
     }
 
+    /// A 409: the report changed since the version the write applied over.
+    fn conflict(&self) -> bool {
+        matches!(self, WriteError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
     fn not_found(&self, call: Call) -> bool {
         matches!(self, WriteError::Api { call: c, source: kube::Error::Api(s), .. }
             if *c == call && s.code == 404)
@@ -179,6 +186,13 @@ pub struct Unanswered {
 /// How long a replica that lost the lease keeps reading back its
 /// unanswered writes (the API server may be restarting).
 pub const SETTLE_FOR: Duration = Duration::from_secs(60);
+
+/// Reports read back at once when settling unanswered writes.
+const SETTLE_READS: usize = 16;
+
+/// Status writes of one report in one piece of work that may meet a 409
+/// (written since it was read) before the work is retried later.
+const CONFLICT_ATTEMPTS: u32 = 3;
 
 impl ReportWriter {
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
@@ -251,25 +265,23 @@ impl ReportWriter {
     }
 
     /// Reads back each report an unanswered write went to, for at most
-    /// `within`: if the stored status is that write's (its `write_id`), the
-    /// write landed and counts now, what it added to the report as it was
-    /// when the write was sent. Another id: it did not land, or another
-    /// replica wrote the report since, having read it (so counted nothing
-    /// of it) or not (then it counted what it wrote itself). Run after
-    /// losing the lease, and at shutdown.
+    /// `within`, several at once (`resolve` says what each one shows). Run
+    /// after losing the lease, and at shutdown.
     pub async fn settle_unanswered(
         &self,
         writes: HashMap<(String, String), Vec<Unanswered>>,
         within: Duration,
     ) {
         let deadline = Instant::now() + within;
-        let mut results: HashMap<&str, usize> = HashMap::new();
-        for ((ns, name), sent) in writes {
+        let read_back = |((ns, name), sent): ((String, String), Vec<Unanswered>)| async move {
             let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), &ns);
             let mut wait = Duration::from_millis(200);
-            let stored = loop {
+            loop {
                 match self.call(Call::Get, &ns, &name, api.get_opt(&name)).await {
-                    Ok(r) => break Some(r.and_then(|r| r.status?.write_id)),
+                    Ok(r) => {
+                        let status = r.and_then(|r| r.status);
+                        break self.resolve(sent, status.as_ref());
+                    }
                     Err(e) if Instant::now() + wait < deadline => {
                         tracing::debug!(error = %e, "reading back an unanswered write; will retry");
                         tokio::time::sleep(wait).await;
@@ -277,36 +289,74 @@ impl ReportWriter {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not learn whether an unanswered write landed; it is not counted");
-                        break None;
+                        self.count("unanswered_unknown");
+                        break "unanswered_unknown";
                     }
                 }
-            };
-            let result = match stored {
-                None => "unanswered_unknown",
-                Some(id) => match sent.into_iter().find(|w| id.as_ref() == Some(&w.write_id)) {
-                    Some(w) => {
-                        let inc = increments_over(w.before, &w.update.status);
-                        self.metrics.count(&w.update, &inc);
-                        "unanswered_landed"
-                    }
-                    None => "unanswered_lost",
-                },
-            };
-            self.count(result);
+            }
+        };
+        let mut results: HashMap<&str, usize> = HashMap::new();
+        let mut reads = futures::stream::iter(writes)
+            .map(read_back)
+            .buffer_unordered(SETTLE_READS);
+        while let Some(result) = reads.next().await {
             *results.entry(result).or_default() += 1;
         }
         tracing::info!(?results, "unanswered status writes read back");
     }
 
+    /// What a stored status (None: no report, or no status) shows of a
+    /// report's unanswered writes: the one it is or names as written over
+    /// (`earlierWriteIds`) landed, and counts now what it added to the
+    /// report as it was when sent; the others never will (each applies
+    /// only over the version it was sent over, which is gone).
+    fn resolve(&self, sent: Vec<Unanswered>, stored: Option<&ReportStatus>) -> &'static str {
+        let landed = stored.and_then(|s| {
+            let ids: Vec<&str> = written_by(s).collect();
+            sent.into_iter()
+                .find(|w| ids.contains(&w.write_id.as_str()))
+        });
+        let result = match landed {
+            Some(w) => {
+                let inc = increments_over(w.before, &w.update.status);
+                self.metrics.count(&w.update, &inc);
+                "unanswered_landed"
+            }
+            None => "unanswered_lost",
+        };
+        self.count(result);
+        result
+    }
+
+    /// A stored version of a report, read or answered: the ledger holds it
+    /// from now on, and the unanswered writes of the report are resolved
+    /// by it.
+    fn take_stored(&self, key: &(String, String), r: &SidecarOrderReport) {
+        if let Some(sent) = self.unanswered().remove(key) {
+            self.resolve(sent, r.status.as_ref());
+        }
+        let rv = r.metadata.resource_version.as_deref();
+        match &r.status {
+            Some(status) => self.ledger().seed(&key.0, &key.1, &r.spec, status, rv),
+            None => self.ledger().seed_empty(key, rv),
+        }
+    }
+
     /// Server-side applies the report's spec (when it is not known to
     /// exist, or `recreate`) and status; once stored, what the status adds
-    /// to the ledger (the increments to count and announce).
+    /// to the ledger (the increments to count and announce). None: the
+    /// report, read again, holds that status already.
+    ///
+    /// The status applies only over the version of the report the ledger
+    /// holds (its `resourceVersion`): a report written since by another
+    /// replica, or by a write of ours that got no answer, answers 409, is
+    /// read again, and the write goes over what it holds.
     pub async fn apply_report(
         &self,
         u: &Update,
         hash: u64,
         recreate: bool,
-    ) -> Result<Increments, WriteError> {
+    ) -> Result<Option<Increments>, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -324,43 +374,80 @@ impl ReportWriter {
                 "spec": u.spec,
             });
             let patch = Patch::Apply(&obj);
-            self.call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
+            let stored = self
+                .call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
                 .await?;
+            // The answer is the report as stored, with any status written.
+            self.take_stored(&key, &stored);
         }
-        let write_id = self.next_write_id();
-        let mut status = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
-        status["status"]["writeId"] = json!(write_id);
-        let before = self.ledger().digest(&key);
-        self.unanswered()
-            .entry(key.clone())
-            .or_default()
-            .push(Unanswered {
-                write_id: write_id.clone(),
-                update: u.clone(),
-                before,
-            });
-        let patch = Patch::Apply(&status);
-        let written = self
-            .call(
-                Call::ApplyStatus,
-                ns,
-                name,
-                api.patch_status(name, &pp, &patch),
-            )
-            .await;
-        match written {
-            Ok(_) => {
-                // Counts what every earlier unanswered write added too.
-                self.unanswered().remove(&key);
-                Ok(self.ledger().record(&key, hash, &u.status))
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = self.ledger().digest(&key);
+            if before.as_ref().is_some_and(|d| d.status_hash() == hash) {
+                return Ok(None);
             }
-            Err(e) => {
-                if e.not_applied()
-                    && let Some(sent) = self.unanswered().get_mut(&key)
-                {
-                    sent.retain(|w| w.write_id != write_id);
+            let write_id = self.next_write_id();
+            let mut body = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
+            body["status"]["writeId"] = json!(write_id);
+            if let Some(d) = &before {
+                let earlier: Vec<&str> = d.earlier().collect();
+                if !earlier.is_empty() {
+                    body["status"]["earlierWriteIds"] = json!(earlier);
                 }
-                Err(e)
+                if let Some(rv) = d.resource_version() {
+                    body["metadata"] = json!({"name": name, "resourceVersion": rv});
+                }
+            }
+            self.unanswered()
+                .entry(key.clone())
+                .or_default()
+                .push(Unanswered {
+                    write_id: write_id.clone(),
+                    update: u.clone(),
+                    before,
+                });
+            let patch = Patch::Apply(&body);
+            let written = self
+                .call(
+                    Call::ApplyStatus,
+                    ns,
+                    name,
+                    api.patch_status(name, &pp, &patch),
+                )
+                .await;
+            match written {
+                Ok(stored) => {
+                    // Applied over the version read: no earlier unanswered
+                    // write of this report landed.
+                    self.unanswered().remove(&key);
+                    let rv = stored.metadata.resource_version.as_deref();
+                    return Ok(Some(self.ledger().record(&key, hash, &u.status, rv)));
+                }
+                Err(e) => {
+                    if e.not_applied()
+                        && let Some(sent) = self.unanswered().get_mut(&key)
+                    {
+                        sent.retain(|w| w.write_id != write_id);
+                    }
+                    if !e.conflict() || attempts >= CONFLICT_ATTEMPTS {
+                        return Err(e);
+                    }
+                    // Written since we read it: read it again.
+                    self.count("conflict");
+                    match self.call(Call::Get, ns, name, api.get(name)).await {
+                        Ok(stored) => self.take_stored(&key, &stored),
+                        Err(g) => {
+                            if g.not_found(Call::Get) {
+                                if let Some(sent) = self.unanswered().remove(&key) {
+                                    self.resolve(sent, None);
+                                }
+                                self.ledger().forget(&key);
+                            }
+                            return Err(g);
+                        }
+                    }
+                }
             }
         }
     }
@@ -401,7 +488,9 @@ impl ReportWriter {
     async fn close_report(&self, ns: &str, name: &str, at: i64) -> Result<bool, WriteError> {
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
         let stored = self.call(Call::Get, ns, name, api.get_opt(name)).await?;
-        let Some((stored_spec, mut status)) = stored.and_then(|r| Some((r.spec, r.status?))) else {
+        let Some((stored_spec, mut status, rv)) =
+            stored.and_then(|r| Some((r.spec, r.status?, r.metadata.resource_version)))
+        else {
             return Ok(false);
         };
         if status.pod_ended_at.is_some() {
@@ -417,24 +506,26 @@ impl ReportWriter {
         {
             return Ok(false);
         }
-        // Keeps the stored `write_id`: closing counts nothing, and a
-        // replica still reading back that write learns it landed.
+        // Keeps the stored `writeId` and `earlierWriteIds`: closing counts
+        // nothing, and a replica still reading back one of those writes
+        // learns it landed. Applied only over the version read.
         close_unseen(&mut status, at);
-        let spec = stored_spec.clone();
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let body = json!({
             "apiVersion": SidecarOrderReport::api_version(&()),
             "kind": SidecarOrderReport::kind(&()),
+            "metadata": {"name": name, "resourceVersion": rv},
             "status": status,
         });
-        self.call(
-            Call::ApplyStatus,
-            ns,
-            name,
-            api.patch_status(name, &pp, &Patch::Apply(&body)),
-        )
-        .await?;
-        self.ledger().seed(ns, name, &spec, &status);
+        let closed = self
+            .call(
+                Call::ApplyStatus,
+                ns,
+                name,
+                api.patch_status(name, &pp, &Patch::Apply(&body)),
+            )
+            .await?;
+        self.take_stored(&(ns.into(), name.into()), &closed);
         Ok(true)
     }
 
@@ -519,7 +610,7 @@ impl ReportWriter {
             Ok(inc) => ("written", inc),
             // Deleted behind our back: create it again, unless nothing
             // more will ever be written to it.
-            Err(e) if e.not_found(Call::ApplyStatus) && !ended => {
+            Err(e) if (e.not_found(Call::ApplyStatus) || e.not_found(Call::Get)) && !ended => {
                 match self.apply_report(u, hash, true).await {
                     Ok(inc) => ("recreated", inc),
                     Err(e) => return self.failed(e, Work::Apply(o)),
@@ -527,9 +618,12 @@ impl ReportWriter {
             }
             Err(e) => return self.failed(e, Work::Apply(o)),
         };
-        // Stored: now, and only now, it counts.
-        self.metrics.count(u, &inc);
-        self.count(result);
+        // Stored: now, and only now, it counts (None: found stored
+        // already, by a write read back after a conflict).
+        if let Some(inc) = inc {
+            self.metrics.count(u, &inc);
+            self.count(result);
+        }
         self.metrics
             .report_latency
             .observe(o.seen_at.elapsed().as_secs_f64());
