@@ -144,11 +144,10 @@ kubectl delete nodes -l sidecar-order.dev/load=true --ignore-not-found >/dev/nul
 KWOK_PID_FILE=$PID_DIR/kwok.pid
 stop_recorded kwok "$KWOK_PID_FILE"
 step "starting kwok: $LOAD_NODES fake nodes (annotation kwok.x-k8s.io/node=fake), stages load/kwok/stages.yaml (log $LOAD_DIR/kwok.log)"
-"$KWOK" --kubeconfig "$KUBECONFIG" --config load/kwok/stages.yaml \
-  --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-  --cidr "$KWOK_CIDR" --node-ip 10.239.0.1 >"$LOAD_DIR/kwok.log" 2>&1 &
-echo $! >"$KWOK_PID_FILE"
-proc_starttime "$(cat "$KWOK_PID_FILE")" >"${KWOK_PID_FILE%.pid}.start" 2>/dev/null || true
+: >"$LOAD_DIR/kwok.log"
+# load/kwok.sh starts it (and the chaos run restarts it) from these.
+export KWOK_BIN=$KWOK KWOK_PID_FILE KWOK_LOG=$LOAD_DIR/kwok.log KWOK_CIDR
+bash load/kwok.sh start
 
 for ((i = 0; i < LOAD_NODES; i++)); do
   sed "s/NAME/kwok-load-$i/g" load/kwok/node.yaml

@@ -1,5 +1,5 @@
 //! The faults that are not about one replica: the API server restarted
-//! (e2e/cluster/apiserver.sh restart), and etcd compacted to its current
+//! (e2e/cluster/apiserver.sh restart; kwok restarted after it), and etcd compacted to its current
 //! revision so that watches resumed from an older resource version get
 //! 410 Gone and list again.
 
@@ -31,6 +31,34 @@ pub async fn restart_apiserver(script: &str, grace: Duration) -> Result<Duration
     }
     eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim_end());
     Ok(t0.elapsed())
+}
+
+/// Restarts kwok (load/kwok.sh restart) after an API server restart, as
+/// kubelets resync their pods once it is back: kwok retries the stages
+/// that failed meanwhile on a backoff of up to 32 min. Nothing to do when
+/// not run by load/run.sh (no `KWOK_BIN`).
+pub async fn restart_kwok() -> Result<(), String> {
+    if std::env::var_os("KWOK_BIN").is_none() {
+        return Ok(());
+    }
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("bash")
+            .args(["load/kwok.sh", "restart"])
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .map_err(|e| format!("running load/kwok.sh: {e}"))?
+    .map_err(|e| format!("running load/kwok.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "load/kwok.sh restart failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim_end());
+    Ok(())
 }
 
 /// POST http://ADDR/PATH with a JSON body (etcd's v3 JSON gateway).

@@ -208,6 +208,7 @@ pub async fn run_fault(
         }
         Fault::RestartApiServer => {
             let took = faults::restart_apiserver(&cfg.apiserver, cfg.apiserver_grace).await?;
+            faults::restart_kwok().await?;
             done.detail = format!("away {:.1}s", took.as_secs_f64());
         }
         Fault::Relist => {
