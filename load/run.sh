@@ -137,7 +137,7 @@ if kubectl get namespace "$NS" >/dev/null 2>&1; then
   # Tens of thousands of events outlast the namespace controller's
   # deletecollection timeout (seen after 10,000 pods); one here helps it.
   kubectl delete --raw "/api/v1/namespaces/$NS/events" >/dev/null 2>&1 || true
-  kubectl delete namespace "$NS" --timeout=600s >/dev/null
+  kubectl delete namespace "$NS" --timeout=600s --ignore-not-found >/dev/null
 fi
 kubectl delete nodes -l sidecar-order.dev/load=true --ignore-not-found >/dev/null
 
