@@ -729,7 +729,7 @@ async fn a_report_an_update_waits_for_is_read_ahead_of_its_page() {
     assert!(ledger.holds(&key, status_hash(&stored.spec, &stored.status)));
     assert_eq!(one.reports.len(), 1, "its decided checks go to the index");
     assert!(pass.due(&key.0, &key.1));
-    pass.sent([key.clone()]);
+    pass.sent([(key.0.as_str(), key.1.as_str())]);
 
     // Not stored: known so, nothing to take in.
     pass.want("shop", "gone-1");
@@ -788,7 +788,7 @@ async fn a_takeover_pass_reads_the_stored_reports_a_page_at_a_time() {
         pass.is_read("apps", "web-1"),
         "another namespace, before shop"
     );
-    pass.sent([("shop".to_string(), "live-1".to_string())]);
+    pass.sent([("shop", "live-1")]);
     assert!(!pass.due("shop", "live-1") && pass.due("shop", "ended-1"));
 
     // The second page fails: the read starts again from the first page.

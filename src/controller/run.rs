@@ -474,11 +474,16 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         }
                         // What this page read, and what it showed is not
                         // stored (or the one report read ahead).
-                        let due = store.current_where(now(), |ns, name| {
-                            one.as_ref().is_none_or(|(kns, kname)| ns == kns && name == kname)
-                                && p.due(ns, name)
-                        });
-                        p.sent(due.iter().map(|u| (u.namespace.clone(), u.report_name.clone())));
+                        let due = match &one {
+                            // One report: found by its name, not by
+                            // judging the whole index (a takeover reads
+                            // hundreds ahead; each scan of 10,000 pods
+                            // made their names again).
+                            Some((ns, name)) if p.due(ns, name) => store.current_of(now(), ns, name),
+                            Some(_) => Vec::new(),
+                            None => store.current_where(now(), |ns, name| p.due(ns, name)),
+                        };
+                        p.sent(due.iter().map(|u| (u.namespace.as_str(), u.report_name.as_str())));
                         due
                     }
                     Some(Err(e)) => {

@@ -288,6 +288,36 @@ impl Store {
         out
     }
 
+    /// `current` of the one report `name` in `namespace` (none or one):
+    /// the tracked pod is found by the pod name the report's name starts
+    /// with (`report_name`), else among the lately ended pods, else (rare)
+    /// by looking at every pod.
+    pub fn current_of(&mut self, now: i64, namespace: &str, name: &str) -> Vec<Update> {
+        let pod = name.rsplit_once('-').map(|(pod, _)| pod.to_string());
+        let key = (namespace.to_string(), pod.unwrap_or_default());
+        let cx = self.cx();
+        if let Some(t) = self.pods.get_mut(&key)
+            && report_name(&t.history.pod.name, &t.history.pod.uid) == name
+        {
+            let u = report_of(cx, &mut self.verdicts, t);
+            t.last_hash = status_hash(&u.spec, &u.status);
+            return vec![u];
+        }
+        self.prune_recent(now);
+        let ended: Vec<Update> = self
+            .recent
+            .iter()
+            .filter(|(_, u)| u.namespace == namespace && u.report_name == name)
+            .map(|(_, u)| u.clone())
+            .collect();
+        if !ended.is_empty() {
+            return ended;
+        }
+        // Not where its name says (a long pod name is cut to make room for
+        // the uid's part; a uid too short to name): every pod is looked at.
+        self.current_where(now, |ns, n| ns == namespace && n == name)
+    }
+
     /// The reports of the index: tracked pods' and lately ended pods' final ones.
     pub fn report_keys(&self) -> HashSet<Key> {
         self.pods
@@ -815,6 +845,40 @@ mod tests {
                     "state": {"running": {"startedAt": "2025-07-14T00:00:01Z"}}}],
           "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
                     "state": app}]}}))
+    }
+
+    /// A takeover's read-ahead asks for one report by name: found as the
+    /// whole index's scan finds it, a long pod name (cut in its report's
+    /// name) and a short uid too, and an ended pod's final report.
+    #[test]
+    fn one_report_is_found_by_its_name_as_a_scan_finds_it() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:02Z"}});
+        let mut s = Store::new(Config::default());
+        let long = "p".repeat(250);
+        let pods = [
+            sidecar_pod("shop", "web-7", "1b2c3d4e-0000", running.clone()),
+            sidecar_pod("shop", "web", "9f8e7d6c-0000", running.clone()),
+            sidecar_pod("shop", &long, "5a5a5a5a-0000", running.clone()),
+            sidecar_pod("shop", "tiny", "ab", running.clone()),
+            sidecar_pod("other", "web-7", "1b2c3d4e-0000", running.clone()),
+        ];
+        for p in &pods {
+            s.pod_applied(p, 10);
+        }
+        let gone = sidecar_pod("shop", "gone", "77777777-0000", running);
+        s.pod_applied(&gone, 10);
+        s.pod_deleted(&gone, 11);
+        let all = s.current(12);
+        assert_eq!(all.len(), pods.len() + 1);
+        for u in &all {
+            let one = s.current_of(12, &u.namespace, &u.report_name);
+            assert_eq!(one.len(), 1, "{}/{}", u.namespace, u.report_name);
+            assert_eq!(one[0].pod_uid, u.pod_uid);
+            assert_eq!(one[0].namespace, u.namespace);
+            assert_eq!(one[0].status, u.status);
+        }
+        assert!(s.current_of(12, "shop", "web-00000000").is_empty());
+        assert!(s.current_of(12, "nowhere", "web-7-1b2c3d4e").is_empty());
     }
 
     #[test]

@@ -47,10 +47,10 @@ pub struct Pass {
     client: Client,
     namespaces: Vec<String>,
     /// Stored reports read.
-    read: HashSet<Key>,
+    read: Keys,
     /// Reports the pass has handed to the writer (their stored version,
     /// or the lack of one, known).
-    sent: HashSet<Key>,
+    sent: Keys,
     /// Stored reports that still read as live (no pod end).
     live: HashSet<Key>,
     /// How far the list of all namespaces has come: `namespace/name`.
@@ -60,8 +60,43 @@ pub struct Pass {
     /// Reads ahead of the pages in flight, and every report asked for
     /// (each is read ahead once at most; a failed one waits for its page).
     ahead: JoinSet<ReadAhead>,
-    asked: HashSet<Key>,
+    asked: Keys,
     pub started: Instant,
+}
+
+/// A set of report keys asked about by namespace and name without building
+/// a key: the pass is asked about every tracked pod on every page.
+#[derive(Default)]
+struct Keys(HashMap<String, HashSet<String>>);
+
+impl Keys {
+    fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.0.get(namespace).is_some_and(|n| n.contains(name))
+    }
+
+    /// Whether it was not there yet.
+    fn insert(&mut self, namespace: &str, name: &str) -> bool {
+        if let Some(n) = self.0.get_mut(namespace) {
+            return !n.contains(name) && n.insert(name.to_string());
+        }
+        self.0
+            .insert(namespace.to_string(), HashSet::from([name.to_string()]));
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(HashSet::len).sum()
+    }
+}
+
+/// Whether `namespace/name` sorts at or before `upto` (byte by byte, as the
+/// API server orders its keys), without building it.
+fn joined_at_or_before(namespace: &str, name: &str, upto: &str) -> bool {
+    namespace
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(name.bytes())
+        .le(upto.bytes())
 }
 
 impl Pass {
@@ -70,13 +105,13 @@ impl Pass {
             pages: stored::pages(client.clone(), namespaces.clone(), Duration::ZERO),
             client,
             namespaces,
-            read: HashSet::new(),
-            sent: HashSet::new(),
+            read: Keys::default(),
+            sent: Keys::default(),
             live: HashSet::new(),
             upto: None,
             upto_in: HashMap::new(),
             ahead: JoinSet::new(),
-            asked: HashSet::new(),
+            asked: Keys::default(),
             started: Instant::now(),
         }
     }
@@ -93,7 +128,7 @@ impl Pass {
                         Ok(Some(r)) => return Some(Ok(Read::One(key, Stored::one(r)))),
                         Ok(None) => {
                             // Not stored: known now.
-                            self.read.insert(key.clone());
+                            self.read.insert(&key.0, &key.1);
                             return Some(Ok(Read::One(key, Stored::default())));
                         }
                         Err(e) => {
@@ -112,10 +147,10 @@ impl Pass {
         if self.ahead.len() >= MAX_READS_AHEAD {
             return;
         }
-        let key = (namespace.to_string(), name.to_string());
-        if !self.asked.insert(key.clone()) {
+        if !self.asked.insert(namespace, name) {
             return;
         }
+        let key = (namespace.to_string(), name.to_string());
         let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), namespace);
         self.ahead.spawn(async move {
             let got = api.get_opt(&key.1).await;
@@ -130,18 +165,15 @@ impl Pass {
     /// writer wrote since).
     pub fn took(&mut self, page: &mut Stored) -> Ledger {
         let mut ledger = std::mem::take(&mut page.ledger);
-        ledger.retain(|k| !self.sent.contains(k));
-        page.reports.retain(|r| {
-            !self
-                .sent
-                .contains(&(r.namespace().to_string(), r.name().to_string()))
-        });
-        self.read.extend(ledger.keys().cloned());
-        self.read.extend(
-            page.empty
-                .iter()
-                .map(|(r, _)| (r.namespace.clone(), r.name.clone())),
-        );
+        ledger.retain(|(ns, name)| !self.sent.contains(ns, name));
+        page.reports
+            .retain(|r| !self.sent.contains(r.namespace(), r.name()));
+        for (ns, name) in ledger.keys() {
+            self.read.insert(ns, name);
+        }
+        for (r, _) in &page.empty {
+            self.read.insert(&r.namespace, &r.name);
+        }
         self.live.extend(ledger.live().cloned());
         match page.through.take() {
             Some(Through::All(key)) if self.upto.as_ref().is_none_or(|u| key > *u) => {
@@ -170,31 +202,26 @@ impl Pass {
             None => self
                 .upto
                 .as_ref()
-                .is_some_and(|u| format!("{namespace}/{name}") <= *u),
+                .is_some_and(|u| joined_at_or_before(namespace, name, u)),
         };
-        passed
-            || self
-                .read
-                .contains(&(namespace.to_string(), name.to_string()))
+        passed || self.read.contains(namespace, name)
     }
 
     /// Whether the report is known (`is_read`) and not handed over yet.
     pub fn due(&self, namespace: &str, name: &str) -> bool {
-        self.is_read(namespace, name)
-            && !self
-                .sent
-                .contains(&(namespace.to_string(), name.to_string()))
+        self.is_read(namespace, name) && !self.sent.contains(namespace, name)
     }
 
     /// These reports were handed to the writer.
-    pub fn sent(&mut self, keys: impl IntoIterator<Item = Key>) {
-        self.sent.extend(keys);
+    pub fn sent<'a>(&mut self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (ns, name) in keys {
+            self.sent.insert(ns, name);
+        }
     }
 
     /// Whether the report was handed to the writer.
     pub fn was_sent(&self, namespace: &str, name: &str) -> bool {
-        self.sent
-            .contains(&(namespace.to_string(), name.to_string()))
+        self.sent.contains(namespace, name)
     }
 
     /// The read failed: it starts again from the first page after a pause
