@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Restarts the API server (SIGKILL `grace` after SIGTERM, if still
-/// running); how long it was away (stop to /readyz).
-pub async fn restart_apiserver(script: &str, grace: Duration) -> Result<Duration, String> {
-    let t0 = Instant::now();
+/// Runs `bash SCRIPT restart` (with `env`), its output echoed; an error
+/// names the script and what it printed on standard error.
+async fn run_restart(script: &str, env: Vec<(&'static str, String)>) -> Result<(), String> {
     let cmd = script.to_string();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("bash")
-            .arg(cmd)
-            .arg("restart")
-            .env("APISERVER_STOP_GRACE", grace.as_secs().max(1).to_string())
+            .args([cmd.as_str(), "restart"])
+            .envs(env)
+            .stdin(std::process::Stdio::null())
             .output()
     })
     .await
@@ -30,6 +29,15 @@ pub async fn restart_apiserver(script: &str, grace: Duration) -> Result<Duration
         ));
     }
     eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim_end());
+    Ok(())
+}
+
+/// Restarts the API server (SIGKILL `grace` after SIGTERM, if still
+/// running); how long it was away (stop to /readyz).
+pub async fn restart_apiserver(script: &str, grace: Duration) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let grace = grace.as_secs().max(1).to_string();
+    run_restart(script, vec![("APISERVER_STOP_GRACE", grace)]).await?;
     Ok(t0.elapsed())
 }
 
@@ -41,24 +49,7 @@ pub async fn restart_kwok() -> Result<(), String> {
     if std::env::var_os("KWOK_BIN").is_none() {
         return Ok(());
     }
-    let out = tokio::task::spawn_blocking(|| {
-        std::process::Command::new("bash")
-            .args(["load/kwok.sh", "restart"])
-            .stdin(std::process::Stdio::null())
-            .output()
-    })
-    .await
-    .map_err(|e| format!("running load/kwok.sh: {e}"))?
-    .map_err(|e| format!("running load/kwok.sh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "load/kwok.sh restart failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    eprintln!("chaos: {}", String::from_utf8_lossy(&out.stdout).trim_end());
-    Ok(())
+    run_restart("load/kwok.sh", Vec::new()).await
 }
 
 /// POST http://ADDR/PATH with a JSON body (etcd's v3 JSON gateway).
