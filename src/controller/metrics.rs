@@ -9,6 +9,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -19,6 +20,7 @@ pub struct Metrics {
     pub startup_seconds: HistogramVec,
     pub shutdown_seconds: HistogramVec,
     pub reports: IntGaugeVec,
+    report_cells: Arc<[IntGauge]>,
     pub tracked_pods: IntGauge,
     pub watch_events: IntCounterVec,
     pub pending_events_dropped: IntCounter,
@@ -27,12 +29,24 @@ pub struct Metrics {
     pub leader: IntGauge,
 }
 
-fn reports_zero(reports: &IntGaugeVec) {
-    for a in ["Pending", "Verified", "Violated", "Indeterminate"] {
-        for b in ["Pending", "Verified", "Violated", "Indeterminate"] {
-            reports.with_label_values(&[a, b]).set(0);
+const VERDICTS: [Verdict; 4] = [
+    Verdict::Pending,
+    Verdict::Verified,
+    Verdict::Violated,
+    Verdict::Indeterminate,
+];
+
+/// The `reports` gauge of each (startup, shutdown) verdict pair, in
+/// `VERDICTS` order, created at zero: set after every input without
+/// formatting or hashing its labels.
+fn report_cells(reports: &IntGaugeVec) -> Arc<[IntGauge]> {
+    let mut cells = Vec::with_capacity(VERDICTS.len() * VERDICTS.len());
+    for a in VERDICTS {
+        for b in VERDICTS {
+            cells.push(reports.with_label_values(&[&format!("{a:?}"), &format!("{b:?}")]));
         }
     }
+    cells.into()
 }
 
 /// The results of `sidecar_order_report_writes_total`: a write done
@@ -182,7 +196,7 @@ impl Metrics {
         registry
             .register(Box::new(pending_events_dropped.clone()))
             .expect("registers once");
-        reports_zero(&reports);
+        let report_cells = report_cells(&reports);
         // Known label sets start at zero, so rates and dashboards have data at once.
         for kind in ["pod", "event", "node"] {
             watch_events.with_label_values(&[kind]);
@@ -198,6 +212,7 @@ impl Metrics {
             startup_seconds,
             shutdown_seconds,
             reports,
+            report_cells,
             tracked_pods,
             watch_events,
             pending_events_dropped,
@@ -254,14 +269,11 @@ impl Metrics {
 
     /// Sets the verdict gauge for every (startup, shutdown) pair, zeros included.
     pub fn set_verdicts(&self, counts: &std::collections::HashMap<(Verdict, Verdict), i64>) {
-        use Verdict::*;
-        for a in [Pending, Verified, Violated, Indeterminate] {
-            for b in [Pending, Verified, Violated, Indeterminate] {
-                let n = counts.get(&(a, b)).copied().unwrap_or(0);
-                self.reports
-                    .with_label_values(&[&format!("{a:?}"), &format!("{b:?}")])
-                    .set(n);
-            }
+        let pairs = VERDICTS
+            .iter()
+            .flat_map(|&a| VERDICTS.iter().map(move |&b| (a, b)));
+        for (cell, pair) in self.report_cells.iter().zip(pairs) {
+            cell.set(counts.get(&pair).copied().unwrap_or(0));
         }
     }
 
@@ -360,5 +372,38 @@ mod tests {
                 "unexpected metric name {name}"
             );
         }
+    }
+
+    #[test]
+    fn verdict_gauges_follow_the_counts_of_each_pair() {
+        let m = Metrics::new();
+        let gauge = |text: &str, startup: &str, shutdown: &str| {
+            let key =
+                format!("sidecar_order_reports{{shutdown=\"{shutdown}\",startup=\"{startup}\"}} ");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&key))
+                .expect("every pair");
+            line[key.len()..].parse::<i64>().unwrap()
+        };
+        let mut counts = std::collections::HashMap::new();
+        counts.insert((Verdict::Violated, Verdict::Pending), 3);
+        counts.insert((Verdict::Verified, Verdict::Indeterminate), 1);
+        m.set_verdicts(&counts);
+        let text = m.render();
+        assert_eq!(gauge(&text, "Violated", "Pending"), 3);
+        assert_eq!(gauge(&text, "Verified", "Indeterminate"), 1);
+        assert_eq!(gauge(&text, "Pending", "Violated"), 0);
+        // A pair gone from the counts goes back to zero.
+        counts.remove(&(Verdict::Violated, Verdict::Pending));
+        m.set_verdicts(&counts);
+        let text = m.render();
+        assert_eq!(gauge(&text, "Violated", "Pending"), 0);
+        assert_eq!(gauge(&text, "Verified", "Indeterminate"), 1);
+        let pairs = text
+            .lines()
+            .filter(|l| l.starts_with("sidecar_order_reports{"))
+            .count();
+        assert_eq!(pairs, 16);
     }
 }

@@ -14,5 +14,6 @@ pub mod selector;
 pub mod store;
 pub mod stored;
 pub mod takeover;
+pub mod wire;
 pub mod workload;
 pub mod writer;

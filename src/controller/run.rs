@@ -9,6 +9,7 @@ use crate::controller::selector::PodSelector;
 use crate::controller::store::{Store, Update};
 use crate::controller::stored;
 use crate::controller::takeover::{Pass, Read};
+use crate::controller::wire::{self, WireEvent, WireNode, WirePod};
 use crate::controller::writer::{self, Msg, Outgoing, ReportWriter, Work, WriterConfig};
 use crate::crd::SidecarOrderReport;
 use crate::judge::Config;
@@ -49,6 +50,8 @@ pub enum RunError {
     },
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("cannot listen for signals: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// Settings of `run`, already parsed from flags and environment.
@@ -110,7 +113,7 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
     };
     let mut all: Vec<Inputs> = Vec::new();
     for ns in scopes {
-        let (pods, events): (Api<Pod>, Api<Event>) = match ns {
+        let (pods, events): (Api<WirePod>, Api<WireEvent>) = match ns {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
@@ -130,7 +133,7 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
                         listed_tx.send_replace(true);
                     }
                 })
-                .map(move |r| r.map(|e| Input::Pod(scope.clone(), Box::new(e)))),
+                .map(move |r| r.map(|e| Input::Pod(scope.clone(), Box::new(wire::into_k8s(e))))),
         ));
         let ev_cfg = ev_cfg.clone();
         all.push(Box::pin(
@@ -139,14 +142,17 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
                 let _ = listed_rx.wait_for(|listed| *listed).await;
             })
             .flat_map(move |()| watcher::watcher(events.clone(), ev_cfg.clone()).default_backoff())
-            .map(|r| r.map(|e| Input::Event(Box::new(e)))),
+            .map(|r| r.map(|e| Input::Event(Box::new(wire::into_k8s(e))))),
         ));
     }
     if nodes {
         all.push(Box::pin(
-            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-                .default_backoff()
-                .map(|r| r.map(|e| Input::Node(Box::new(e)))),
+            watcher::watcher(
+                Api::<WireNode>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .map(|r| r.map(|e| Input::Node(Box::new(wire::into_k8s(e))))),
         ));
     }
     Box::pin(stream::select_all(all))
@@ -380,8 +386,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         2 * s.namespaces.len()
     };
     let mut synced = 0usize;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| RunError::Lease(e.to_string()))?;
+    // Registered once: `ctrl_c()` in the loop registered anew on every input.
+    let signal = |kind| tokio::signal::unix::signal(kind).map_err(RunError::Signal);
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     metrics.leader.set(i64::from(*leader.borrow()));
     let mut gc_tick = tokio::time::interval_at(tokio::time::Instant::now() + GC_EVERY, GC_EVERY);
     // A lease taken over while the watches have not synced yet: the
@@ -555,7 +563,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 Vec::new()
             }
             _ = term.recv() => { tracing::info!("SIGTERM: flushing pending writes"); break }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: flushing pending writes"); break }
+            _ = interrupt.recv() => { tracing::info!("interrupted: flushing pending writes"); break }
         };
         if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
             store.watches_synced();

@@ -19,6 +19,7 @@
 
 use crate::controller::ledger::Ledger;
 use crate::controller::stored::{self, Pages, Stored, Through};
+use crate::controller::wire::WireReport;
 use crate::crd::SidecarOrderReport;
 use kube::{Api, Client};
 use std::collections::{HashMap, HashSet};
@@ -151,9 +152,9 @@ impl Pass {
             return;
         }
         let key = (namespace.to_string(), name.to_string());
-        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<WireReport> = Api::namespaced(self.client.clone(), namespace);
         self.ahead.spawn(async move {
-            let got = api.get_opt(&key.1).await;
+            let got = api.get_opt(&key.1).await.map(|r| r.map(Into::into));
             (key, got)
         });
     }

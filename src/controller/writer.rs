@@ -18,6 +18,7 @@ use crate::controller::ledger::{
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
+use crate::controller::wire::WireReport;
 use crate::crd::{FIELD_MANAGER, ReportStatus, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -274,7 +275,7 @@ impl ReportWriter {
     ) {
         let deadline = Instant::now() + within;
         let read_back = |((ns, name), sent): ((String, String), Vec<Unanswered>)| async move {
-            let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), &ns);
+            let api: Api<WireReport> = Api::namespaced(self.client.clone(), &ns);
             let mut wait = Duration::from_millis(200);
             loop {
                 match self.call(Call::Get, &ns, &name, api.get_opt(&name)).await {
@@ -358,7 +359,7 @@ impl ReportWriter {
         recreate: bool,
     ) -> Result<Option<Increments>, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
-        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<WireReport> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let key = (u.namespace.clone(), u.report_name.clone());
         let api_version = SidecarOrderReport::api_version(&());
@@ -378,7 +379,7 @@ impl ReportWriter {
                 .call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
                 .await?;
             // The answer is the report as stored, with any status written.
-            self.take_stored(&key, &stored);
+            self.take_stored(&key, &stored.into());
         }
         let mut attempts = 0;
         loop {
@@ -436,7 +437,7 @@ impl ReportWriter {
                     // Written since we read it: read it again.
                     self.count("conflict");
                     match self.call(Call::Get, ns, name, api.get(name)).await {
-                        Ok(stored) => self.take_stored(&key, &stored),
+                        Ok(stored) => self.take_stored(&key, &stored.into()),
                         Err(g) => {
                             if g.not_found(Call::Get) {
                                 if let Some(sent) = self.unanswered().remove(&key) {
@@ -486,7 +487,7 @@ impl ReportWriter {
     /// Closes a stored report whose pod is gone: read it, and unless it is
     /// gone or closed already, apply it closed.
     async fn close_report(&self, ns: &str, name: &str, at: i64) -> Result<bool, WriteError> {
-        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<WireReport> = Api::namespaced(self.client.clone(), ns);
         let stored = self.call(Call::Get, ns, name, api.get_opt(name)).await?;
         let Some((stored_spec, mut status, rv)) =
             stored.and_then(|r| Some((r.spec, r.status?, r.metadata.resource_version)))
@@ -525,12 +526,12 @@ impl ReportWriter {
                 api.patch_status(name, &pp, &Patch::Apply(&body)),
             )
             .await?;
-        self.take_stored(&(ns.into(), name.into()), &closed);
+        self.take_stored(&(ns.into(), name.into()), &closed.into());
         Ok(true)
     }
 
     async fn delete_report(&self, ns: &str, name: &str) -> Result<(), WriteError> {
-        let api: Api<SidecarOrderReport> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<WireReport> = Api::namespaced(self.client.clone(), ns);
         let dp = DeleteParams::default();
         match self
             .call(Call::Delete, ns, name, api.delete(name, &dp))
@@ -687,15 +688,22 @@ pub async fn list_report_pages(
     mut each_page: impl FnMut(Vec<SidecarOrderReport>, Option<&str>, bool),
 ) -> Result<usize, kube::Error> {
     if namespaces.is_empty() {
-        let api: Api<SidecarOrderReport> = Api::all(client.clone());
-        return list_pages(&api, |page, last| each_page(page, None, last)).await;
+        let api: Api<WireReport> = Api::all(client.clone());
+        return list_pages(&api, |page, last| each_page(reports(page), None, last)).await;
     }
     let mut n = 0;
     for ns in namespaces {
-        let api: Api<SidecarOrderReport> = Api::namespaced(client.clone(), ns);
-        n += list_pages(&api, |page, last| each_page(page, Some(ns.as_str()), last)).await?;
+        let api: Api<WireReport> = Api::namespaced(client.clone(), ns);
+        n += list_pages(&api, |page, last| {
+            each_page(reports(page), Some(ns.as_str()), last)
+        })
+        .await?;
     }
     Ok(n)
+}
+
+fn reports(page: Vec<WireReport>) -> Vec<SidecarOrderReport> {
+    page.into_iter().map(Into::into).collect()
 }
 
 /// Objects per page of a list.
