@@ -9,6 +9,12 @@
 # Terminating 10 min later. A kubelet resyncs its pods once the API server
 # is back; a restarted kwok does that (it lists its nodes' pods and plays
 # each one's stage from what the pod shows).
+#
+# A new kwok plays a node's pods only once it holds the node's Lease
+# (kube-node-lease), and it waits for its predecessor's to expire (40 s:
+# kwok v0.8.0 pkg/kwok/controllers/node_lease_controller.go,
+# tryAcquireOrRenew). The stopped kwok holds them no more, so `restart`
+# deletes the fake nodes' Leases first and the new one creates its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source e2e/cluster/lib.sh
@@ -28,6 +34,16 @@ stop() {
   rm -f "$KWOK_PID_FILE" "${KWOK_PID_FILE%.pid}.start"
 }
 
+# The Leases of the fake nodes (named after them), held by a kwok now stopped.
+release_leases() {
+  local nodes
+  nodes=$(kubectl get nodes -l sidecar-order.dev/load=true -o jsonpath='{.items[*].metadata.name}' 2>/dev/null) || true
+  [[ -n $nodes ]] || return 0
+  # shellcheck disable=SC2086 # one name per word
+  kubectl -n kube-node-lease delete lease $nodes --ignore-not-found >/dev/null 2>&1 ||
+    log "kwok: could not delete the fake nodes' Leases; the new kwok waits for them to expire"
+}
+
 start() {
   "$KWOK_BIN" --kubeconfig "$KUBECONFIG" --config load/kwok/stages.yaml \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
@@ -41,6 +57,7 @@ case ${1:-} in
   restart)
     old=$(cat "$KWOK_PID_FILE" 2>/dev/null || echo none)
     stop
+    release_leases
     start
     echo "kwok restarted (pid $old -> $(cat "$KWOK_PID_FILE"))"
     ;;
