@@ -28,11 +28,12 @@ EXPECTED = {
 }
 ARGS = {
     "default": ["run", "--metrics-addr=0.0.0.0:8080", "--report-ttl=24h", "--max-reports=10000",
-                "--outlive-seconds=30", "--leader-elect", "--lease-name=so-sidecar-order",
+                "--outlive-seconds=30", "--write-concurrency=8", "--leader-elect", "--lease-name=so-sidecar-order",
                 "--log-format=json"],
     "full": ["run", "--namespace=shop", "--namespace=payments",
              "--label-selector=team=checkout,tier!=batch", "--metrics-addr=0.0.0.0:9090",
-             "--report-ttl=12h", "--max-reports=5000", "--outlive-seconds=45", "--leader-elect",
+             "--report-ttl=12h", "--max-reports=5000", "--outlive-seconds=45", "--write-concurrency=16",
+             "--leader-elect",
              "--lease-name=sidecar-order-shop", "--log-format=plain"],
 }
 

@@ -348,6 +348,12 @@ pub struct RunArgs {
     /// Seconds beyond the pod's grace period a sidecar may keep running after every app container exited (Never/OnFailure pods).
     #[arg(long, env = "SIDECAR_ORDER_OUTLIVE_SECONDS", default_value_t = 30)]
     pub outlive_seconds: i64,
+    /// Report writes in flight at once (1-64). Each is one API call; more
+    /// drain a backlog (a burst of new pods) sooner at the cost of more
+    /// parallel load on the API server.
+    #[arg(long, env = "SIDECAR_ORDER_WRITE_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub write_concurrency: u16,
     /// Elect a leader through a coordination Lease; only the leader writes.
     #[arg(long, env = "SIDECAR_ORDER_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -409,6 +415,7 @@ impl RunArgs {
             report_ttl: self.report_ttl,
             max_reports: self.max_reports,
             outlive_secs: self.outlive_seconds,
+            write_concurrency: usize::from(self.write_concurrency),
             leader_elect: self.leader_elect,
             lease_name: self.lease_name.clone(),
             lease_namespace: self.lease_namespace.clone(),

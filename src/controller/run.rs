@@ -65,6 +65,8 @@ pub struct Settings {
     pub report_ttl: Duration,
     pub max_reports: usize,
     pub outlive_secs: i64,
+    /// Report writes in flight at once.
+    pub write_concurrency: usize,
     pub leader_elect: bool,
     pub lease_name: String,
     pub lease_namespace: String,
@@ -364,6 +366,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
         rx,
         leader.clone(),
         WriterConfig {
+            concurrency: s.write_concurrency,
             trust_initial_ledger: !s.leader_elect,
             ..WriterConfig::default()
         },

@@ -59,6 +59,7 @@ app.kubernetes.io/part-of: sidecar-order
 - --report-ttl={{ .Values.reportTTL }}
 - --max-reports={{ int64 .Values.maxReports }}
 - --outlive-seconds={{ int64 .Values.outliveSeconds }}
+- --write-concurrency={{ int64 .Values.writeConcurrency }}
 {{- if .Values.leaderElection.enabled }}
 - --leader-elect
 - --lease-name={{ default (include "sidecar-order.fullname" .) .Values.leaderElection.leaseName }}
