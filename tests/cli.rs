@@ -178,7 +178,13 @@ fn a_bad_label_selector_is_refused_before_anything_starts() {
 fn a_write_concurrency_out_of_range_is_refused_before_anything_starts() {
     for bad in ["0", "65", "many"] {
         let out = run(
-            &["run", "--write-concurrency", bad, "--metrics-addr", "127.0.0.1:0"],
+            &[
+                "run",
+                "--write-concurrency",
+                bad,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
             None,
         );
         assert_eq!(out.status.code(), Some(2), "{bad}");

@@ -85,45 +85,40 @@ macro_rules! same_resource_as {
     };
 }
 
-/// A watched Pod.
-#[derive(Clone, Debug, Deserialize)]
-pub struct WirePod {
-    #[serde(default, deserialize_with = "meta")]
-    metadata: ObjectMeta,
-    spec: Option<PodSpec>,
-    status: Option<PodStatus>,
-}
-same_resource_as!(WirePod, Pod);
-
-impl From<WirePod> for Pod {
-    fn from(p: WirePod) -> Pod {
-        Pod {
-            metadata: p.metadata,
-            spec: p.spec,
-            status: p.status,
+/// `$wire`: a `$k8s` of the usual shape (metadata, spec, status) decoded
+/// without its managed fields.
+macro_rules! spec_and_status {
+    ($(#[$doc:meta])* $wire:ident, $k8s:ident, $spec:ty, $status:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Deserialize)]
+        pub struct $wire {
+            #[serde(default, deserialize_with = "meta")]
+            metadata: ObjectMeta,
+            spec: Option<$spec>,
+            status: Option<$status>,
         }
-    }
-}
+        same_resource_as!($wire, $k8s);
 
-/// A watched Node.
-#[derive(Clone, Debug, Deserialize)]
-pub struct WireNode {
-    #[serde(default, deserialize_with = "meta")]
-    metadata: ObjectMeta,
-    spec: Option<NodeSpec>,
-    status: Option<NodeStatus>,
-}
-same_resource_as!(WireNode, Node);
-
-impl From<WireNode> for Node {
-    fn from(n: WireNode) -> Node {
-        Node {
-            metadata: n.metadata,
-            spec: n.spec,
-            status: n.status,
+        impl From<$wire> for $k8s {
+            fn from(o: $wire) -> $k8s {
+                $k8s {
+                    metadata: o.metadata,
+                    spec: o.spec,
+                    status: o.status,
+                }
+            }
         }
-    }
+    };
 }
+
+spec_and_status!(
+    /// A watched Pod.
+    WirePod, Pod, PodSpec, PodStatus
+);
+spec_and_status!(
+    /// A watched Node.
+    WireNode, Node, NodeSpec, NodeStatus
+);
 
 /// A watched core/v1 Event.
 #[derive(Clone, Debug, Deserialize)]
