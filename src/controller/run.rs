@@ -165,9 +165,9 @@ fn watches(client: &Client, s: &Settings, nodes: bool) -> Inputs {
 /// Without permission to read nodes the controller judges by the latest
 /// promises (one warning) and watches no nodes.
 async fn preload_nodes(client: &Client, store: &mut Store) -> Result<bool, kube::Error> {
-    let api: Api<Node> = Api::all(client.clone());
+    let api: Api<WireNode> = Api::all(client.clone());
     match writer::list_paged(&api, |n| {
-        store.node_applied(&n);
+        store.node_applied(&n.into());
     })
     .await
     {
