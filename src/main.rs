@@ -13,7 +13,10 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-#[tokio::main]
+// One thread: the controller's work is many small messages (watch events,
+// writes), and with a worker thread per core most of its CPU went to
+// handing them between threads (see README, "Load harness").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match parse().command {
         Command::Analyze(args) => match run_analyze(&args).await {

@@ -290,10 +290,24 @@ fn a_restarted_controller_counts_nothing_twice() {
 /// nothing is written.
 #[test]
 fn a_restart_where_nothing_changed_rewrites_nothing() {
+    restart_rewrites_nothing(false);
+}
+
+/// The same restart as the controller runs it: judgements held until both
+/// lists are in (`Store::hold_judgements`), then each pod judged once.
+#[test]
+fn a_restart_holding_judgements_until_the_lists_are_in_rewrites_nothing() {
+    restart_rewrites_nothing(true);
+}
+
+fn restart_rewrites_nothing(hold: bool) {
     let items = stream();
     let updates = replay(&mut Store::new(Config::default()), &items);
     // The new process loads the reports the first one wrote.
     let (written, mut second, ledger) = restarted(&updates);
+    if hold {
+        second.hold_judgements();
+    }
     // The last version of every pod that still exists.
     let mut last: HashMap<String, &Pod> = HashMap::new();
     for (_, item) in &items {
@@ -308,16 +322,33 @@ fn a_restart_where_nothing_changed_rewrites_nothing() {
     }
     let now = items.last().unwrap().0;
     second.pods_resync_start(None);
+    let mut while_listing = Vec::new();
     for p in last.values() {
-        second.pod_applied(p, now);
+        while_listing.extend(second.pod_applied(p, now));
     }
-    second.pods_resync_done(None, now);
+    while_listing.extend(second.pods_resync_done(None, now).updates);
     for (_, item) in &items {
         if let Item::Event(e) = item {
-            second.event_applied(e, now);
+            while_listing.extend(second.event_applied(e, now));
         }
     }
-    let after = second.current(now);
+    let at_sync = second.watches_synced(now);
+    let after = if hold {
+        // Nothing judged while the lists came in; every pod once at the end.
+        assert!(
+            while_listing.is_empty(),
+            "judged while holding: {while_listing:#?}"
+        );
+        assert_eq!(at_sync.len(), second.current(now).len());
+        at_sync
+    } else {
+        assert!(
+            !while_listing.is_empty(),
+            "a store not holding judges as it goes"
+        );
+        assert!(at_sync.is_empty());
+        second.current(now)
+    };
     assert!(!after.is_empty());
     let rewrites: Vec<(&str, String)> = after
         .iter()

@@ -304,6 +304,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
     let mut store = Store::new(Config {
         outlive_secs: s.outlive_secs,
     });
+    // Each pod is judged once when the start-up lists are in (at 5,000
+    // pods: 5,000 judgements instead of about 25,000, one per listed pod
+    // and event).
+    store.hold_judgements();
     let ledger = loop {
         match preload(&client, &s, &mut store).await {
             Err(e)
@@ -442,6 +446,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                             WEvent::Delete(p) => store.pod_deleted(&p, seen),
                             WEvent::InitDone => {
                                 synced += 1;
+                                tracing::info!(scope = scope.as_deref().unwrap_or("all namespaces"), tracked = store.tracked_pods(), "pods listed");
                                 let r = store.pods_resync_done(scope.as_deref(), seen);
                                 if !r.closed.is_empty() {
                                     tracing::info!(reports = r.closed.len(), "closing reports of pods deleted while nobody watched");
@@ -464,7 +469,7 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                         metrics.watch_events.with_label_values(&["event"]).inc();
                         match *ev {
                             WEvent::InitApply(e) | WEvent::Apply(e) => store.event_applied(&e, seen),
-                            WEvent::InitDone => { synced += 1; Vec::new() }
+                            WEvent::InitDone => { synced += 1; tracing::info!("events listed"); Vec::new() }
                             WEvent::Init | WEvent::Delete(_) => Vec::new(),
                         }
                     }
@@ -568,8 +573,10 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             _ = term.recv() => { tracing::info!("SIGTERM: flushing pending writes"); break }
             _ = interrupt.recv() => { tracing::info!("interrupted: flushing pending writes"); break }
         };
+        // Every pod judged once the lists are in: what the initial sync writes.
+        let mut judged_at_sync: Option<Vec<Update>> = None;
         if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
-            store.watches_synced();
+            judged_at_sync = Some(store.watches_synced(now()));
             memory::release_free();
             synced_tx.send_replace(true);
             tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
@@ -580,7 +587,9 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                 updates.clear();
             } else {
                 initial_sync_due = false;
-                updates = store.current(now());
+                updates = judged_at_sync
+                    .take()
+                    .unwrap_or_else(|| store.current(now()));
                 tracing::info!(
                     reports = updates.len(),
                     "index complete: writing what differs from the stored reports"

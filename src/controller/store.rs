@@ -206,6 +206,9 @@ struct Cx {
 pub struct Store {
     cfg: Config,
     events_listed: bool,
+    /// Set by `hold_judgements` until `watches_synced`: objects are taken
+    /// in unjudged.
+    holding: bool,
     // Boxed: the map's spare slots then cost a pointer, not a whole entry.
     pods: HashMap<Key, Box<Tracked>>,
     /// Events of pods not seen yet.
@@ -229,6 +232,7 @@ impl Store {
         Store {
             cfg,
             events_listed: false,
+            holding: false,
             pods: HashMap::new(),
             pending: Pending::default(),
             preloaded: HashMap::new(),
@@ -247,10 +251,25 @@ impl Store {
         }
     }
 
+    /// Until `watches_synced`, pods, events and nodes are taken in without
+    /// being judged: a controller starting up judges each pod once, with
+    /// all its listed events, instead of once per listed pod and event (at
+    /// start-up the lists arrive in name order, not in the order things
+    /// happened, and nothing judged before the lists are in is written).
+    pub fn hold_judgements(&mut self) {
+        self.holding = true;
+    }
+
     /// Every watch has listed once: the events the API server held at the
-    /// start are all in (see `ProbeFloor`).
-    pub fn watches_synced(&mut self) {
+    /// start are all in (see `ProbeFloor`). After `hold_judgements`, every
+    /// tracked pod is judged now: `current`'s reports; otherwise none.
+    pub fn watches_synced(&mut self, now: i64) -> Vec<Update> {
         self.events_listed = true;
+        if std::mem::take(&mut self.holding) {
+            self.current(now)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Every tracked pod's report as judged now, and the final reports of
@@ -359,12 +378,16 @@ impl Store {
         }
         self.nodes.versions[id as usize] = version;
         let cx = self.cx();
+        let holding = self.holding;
         let verdicts = &mut self.verdicts;
         self.pods
             .values_mut()
             .filter(|t| t.node == Some(id))
             .filter_map(|t| {
                 t.history.kubelet = version;
+                if holding {
+                    return None;
+                }
                 judge_tracked(cx, verdicts, t)
             })
             .collect()
@@ -565,6 +588,9 @@ impl Store {
         let Some((key, mut out)) = self.upsert(pod, now) else {
             return Vec::new();
         };
+        if self.holding {
+            return out;
+        }
         let cx = self.cx();
         let t = self.pods.get_mut(&key).expect("tracked");
         out.extend(judge_tracked(cx, &mut self.verdicts, t));
@@ -622,7 +648,7 @@ impl Store {
         let cx = self.cx();
         match self.pods.get_mut(&key) {
             Some(t) => {
-                if add_event(t, &raw) {
+                if add_event(t, &raw) && !self.holding {
                     judge_tracked(cx, &mut self.verdicts, t)
                         .into_iter()
                         .collect()
@@ -1023,7 +1049,10 @@ mod tests {
             "as stored: nothing to write"
         );
         assert_eq!(liveness_count(&s.current(20)), 5, "not lowered");
-        s.watches_synced();
+        assert!(
+            s.watches_synced(20).is_empty(),
+            "not holding: judged as it went"
+        );
         assert_eq!(liveness_count(&s.current(21)), 5);
         // New failures after the restart add to the stored count.
         assert_eq!(
@@ -1045,7 +1074,10 @@ mod tests {
         ));
         s.pod_applied(&p, 20);
         s.event_applied(&unhealthy("p.old", 5), 20);
-        s.watches_synced();
+        assert!(
+            s.watches_synced(20).is_empty(),
+            "not holding: judged as it went"
+        );
         assert_eq!(liveness_count(&s.current(21)), 5);
         assert_eq!(
             liveness_count(&s.event_applied(&unhealthy("p.old", 6), 22)),
@@ -1280,7 +1312,7 @@ mod tests {
         let own = standby.pod_applied(&last, 41).pop().expect("an update");
         assert!(!held(&own), "{:#?}", own.status.report);
         assert_eq!(own.status.report.shutdown, Verdict::Indeterminate);
-        standby.watches_synced();
+        standby.watches_synced(41);
         standby.took_over(vec![stored_report()]);
         let now = standby.current(42);
         assert_eq!(now.len(), 1);

@@ -19,7 +19,7 @@ use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
 use crate::controller::wire::WireReport;
-use crate::crd::{FIELD_MANAGER, ReportStatus, SidecarOrderReport};
+use crate::crd::{FIELD_MANAGER, ReportSpec, ReportStatus, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
@@ -27,7 +27,6 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
-use serde_json::json;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -41,6 +40,39 @@ pub use crate::controller::queue::{Outgoing, Work};
 use crate::controller::store::close_unseen;
 
 pub use crate::controller::events::EVENT_REASON;
+
+/// A server-side apply body of a report, typed: the status goes into the
+/// request in one pass, not through a `serde_json::Value` tree built and
+/// dropped for each write (a few percent of the controller's CPU in a
+/// take-in profile).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyBody<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<ApplyMeta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<&'a ReportSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a ReportStatus>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyMeta<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<ManagedBy>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ManagedBy {
+    #[serde(rename = "app.kubernetes.io/managed-by")]
+    managed_by: &'static str,
+}
 
 /// The API calls the writer makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -365,15 +397,19 @@ impl ReportWriter {
         let api_version = SidecarOrderReport::api_version(&());
         let kind = SidecarOrderReport::kind(&());
         if recreate || !self.ledger().contains(&key) {
-            let obj = json!({
-                "apiVersion": api_version,
-                "kind": kind,
-                "metadata": {
-                    "name": name,
-                    "labels": {"app.kubernetes.io/managed-by": "sidecar-order"},
-                },
-                "spec": u.spec,
-            });
+            let obj = ApplyBody {
+                api_version: &api_version,
+                kind: &kind,
+                metadata: Some(ApplyMeta {
+                    name,
+                    resource_version: None,
+                    labels: Some(ManagedBy {
+                        managed_by: "sidecar-order",
+                    }),
+                }),
+                spec: Some(&u.spec),
+                status: None,
+            };
             let patch = Patch::Apply(&obj);
             let stored = self
                 .call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
@@ -389,17 +425,28 @@ impl ReportWriter {
                 return Ok(None);
             }
             let write_id = self.next_write_id();
-            let mut body = json!({"apiVersion": api_version, "kind": kind, "status": u.status});
-            body["status"]["writeId"] = json!(write_id);
-            if let Some(d) = &before {
-                let earlier: Vec<&str> = d.earlier().collect();
-                if !earlier.is_empty() {
-                    body["status"]["earlierWriteIds"] = json!(earlier);
-                }
-                if let Some(rv) = d.resource_version() {
-                    body["metadata"] = json!({"name": name, "resourceVersion": rv});
-                }
-            }
+            let mut status = u.status.clone();
+            status.write_id = Some(write_id.clone());
+            status.earlier_write_ids = before
+                .as_ref()
+                .map(|d| d.earlier().map(str::to_string).collect())
+                .unwrap_or_default();
+            // Owned: `before` goes to the unanswered writes below.
+            let rv = before
+                .as_ref()
+                .and_then(|d| d.resource_version().map(str::to_string));
+            let metadata = rv.as_deref().map(|rv| ApplyMeta {
+                name,
+                resource_version: Some(rv),
+                labels: None,
+            });
+            let body = ApplyBody {
+                api_version: &api_version,
+                kind: &kind,
+                metadata,
+                spec: None,
+                status: Some(&status),
+            };
             self.unanswered()
                 .entry(key.clone())
                 .or_default()
@@ -512,12 +559,17 @@ impl ReportWriter {
         // learns it landed. Applied only over the version read.
         close_unseen(&mut status, at);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        let body = json!({
-            "apiVersion": SidecarOrderReport::api_version(&()),
-            "kind": SidecarOrderReport::kind(&()),
-            "metadata": {"name": name, "resourceVersion": rv},
-            "status": status,
-        });
+        let body = ApplyBody {
+            api_version: &SidecarOrderReport::api_version(&()),
+            kind: &SidecarOrderReport::kind(&()),
+            metadata: Some(ApplyMeta {
+                name,
+                resource_version: rv.as_deref(),
+                labels: None,
+            }),
+            spec: None,
+            status: Some(&status),
+        };
         let closed = self
             .call(
                 Call::ApplyStatus,
