@@ -13,10 +13,7 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-// One thread: the controller's work is many small messages (watch events,
-// writes), and with a worker thread per core most of its CPU went to
-// handing them between threads (see README, "Load harness").
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     match parse().command {
         Command::Analyze(args) => match run_analyze(&args).await {
