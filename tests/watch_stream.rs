@@ -339,7 +339,11 @@ fn restart_rewrites_nothing(hold: bool) {
             while_listing.is_empty(),
             "judged while holding: {while_listing:#?}"
         );
-        assert_eq!(at_sync.len(), second.current(now).len());
+        assert_eq!(
+            at_sync,
+            second.current(now),
+            "judged at sync as `current` judges"
+        );
         at_sync
     } else {
         assert!(

@@ -573,28 +573,27 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             _ = term.recv() => { tracing::info!("SIGTERM: flushing pending writes"); break }
             _ = interrupt.recv() => { tracing::info!("interrupted: flushing pending writes"); break }
         };
-        // Every pod judged once the lists are in: what the initial sync writes.
-        let mut judged_at_sync: Option<Vec<Update>> = None;
-        if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
-            judged_at_sync = Some(store.watches_synced(now()));
-            memory::release_free();
-            synced_tx.send_replace(true);
-            tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
-        }
         let mut updates = updates;
-        if initial_sync_due {
-            if !ready.load(Ordering::Relaxed) {
-                updates.clear();
-            } else {
+        if synced >= watches_total && !ready.swap(true, Ordering::Relaxed) {
+            // Every pod judged once, now that the lists are in.
+            let judged = store.watches_synced(now());
+            tracing::info!(tracked = store.tracked_pods(), "watches synced; ready");
+            if initial_sync_due {
                 initial_sync_due = false;
-                updates = judged_at_sync
-                    .take()
-                    .unwrap_or_else(|| store.current(now()));
+                updates = judged;
                 tracing::info!(
                     reports = updates.len(),
                     "index complete: writing what differs from the stored reports"
                 );
+            } else {
+                // With leader election the takeover pass judges what it
+                // writes; these judgements set the verdict gauges.
+                drop(judged);
             }
+            memory::release_free();
+            synced_tx.send_replace(true);
+        } else if initial_sync_due {
+            updates.clear();
         }
         let is_leader = *leader.borrow();
         if takeover_due && is_leader && pass.is_none() && ready.load(Ordering::Relaxed) {

@@ -206,9 +206,9 @@ struct Cx {
 pub struct Store {
     cfg: Config,
     events_listed: bool,
-    /// Set by `hold_judgements` until `watches_synced`: objects are taken
-    /// in unjudged.
-    holding: bool,
+    /// Set by `hold_judgements`: until the watches sync (`events_listed`),
+    /// objects are taken in unjudged (`holding`).
+    hold: bool,
     // Boxed: the map's spare slots then cost a pointer, not a whole entry.
     pods: HashMap<Key, Box<Tracked>>,
     /// Events of pods not seen yet.
@@ -232,7 +232,7 @@ impl Store {
         Store {
             cfg,
             events_listed: false,
-            holding: false,
+            hold: false,
             pods: HashMap::new(),
             pending: Pending::default(),
             preloaded: HashMap::new(),
@@ -257,19 +257,20 @@ impl Store {
     /// start-up the lists arrive in name order, not in the order things
     /// happened, and nothing judged before the lists are in is written).
     pub fn hold_judgements(&mut self) {
-        self.holding = true;
+        self.hold = true;
+    }
+
+    fn holding(&self) -> bool {
+        self.hold && !self.events_listed
     }
 
     /// Every watch has listed once: the events the API server held at the
     /// start are all in (see `ProbeFloor`). After `hold_judgements`, every
     /// tracked pod is judged now: `current`'s reports; otherwise none.
     pub fn watches_synced(&mut self, now: i64) -> Vec<Update> {
+        let held = self.holding();
         self.events_listed = true;
-        if std::mem::take(&mut self.holding) {
-            self.current(now)
-        } else {
-            Vec::new()
-        }
+        if held { self.current(now) } else { Vec::new() }
     }
 
     /// Every tracked pod's report as judged now, and the final reports of
@@ -378,7 +379,7 @@ impl Store {
         }
         self.nodes.versions[id as usize] = version;
         let cx = self.cx();
-        let holding = self.holding;
+        let holding = self.holding();
         let verdicts = &mut self.verdicts;
         self.pods
             .values_mut()
@@ -588,7 +589,7 @@ impl Store {
         let Some((key, mut out)) = self.upsert(pod, now) else {
             return Vec::new();
         };
-        if self.holding {
+        if self.holding() {
             return out;
         }
         let cx = self.cx();
@@ -646,9 +647,10 @@ impl Store {
             return Vec::new();
         };
         let cx = self.cx();
+        let holding = self.holding();
         match self.pods.get_mut(&key) {
             Some(t) => {
-                if add_event(t, &raw) && !self.holding {
+                if add_event(t, &raw) && !holding {
                     judge_tracked(cx, &mut self.verdicts, t)
                         .into_iter()
                         .collect()
