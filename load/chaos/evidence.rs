@@ -137,6 +137,10 @@ pub async fn save(s: &Summary<'_>, table: &str, t0: Instant, logs: &[PathBuf], c
             for l in logs {
                 ev.copy(l);
             }
+            let miscounted = miscounted(stored, &cfg.ns, logs);
+            if !miscounted.is_empty() {
+                ev.write("miscounted.txt", &miscounted.join("\n"));
+            }
             let by_name: HashMap<&str, &String> = copy
                 .created
                 .iter()
@@ -158,6 +162,20 @@ pub async fn save(s: &Summary<'_>, table: &str, t0: Instant, logs: &[PathBuf], c
                     named.push(n.clone());
                 }
             }
+            // The pods of the reports counted other than stored.
+            let pod_of: HashMap<&str, &str> = stored
+                .report_of
+                .iter()
+                .filter_map(|(uid, r)| Some((r.as_str(), copy.created.get(uid)?.0.as_str())))
+                .collect();
+            named.extend(
+                miscounted
+                    .iter()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter_map(|r| r.rsplit('/').next())
+                    .filter_map(|r| pod_of.get(r).map(|p| p.to_string()))
+                    .take(20),
+            );
             for n in named {
                 let report = by_name
                     .get(n.as_str())
@@ -169,4 +187,62 @@ pub async fn save(s: &Summary<'_>, table: &str, t0: Instant, logs: &[PathBuf], c
         }
         Err(e) => eprintln!("chaos: cannot save evidence: {e}"),
     }
+}
+
+/// The reports whose violations of a rule were counted (the replicas'
+/// `violation counted` log lines) other than they are stored: "ns/name
+/// rule: stored N, counted M by [write ids]".
+fn miscounted(stored: &crate::tally::Stored, ns: &str, logs: &[PathBuf]) -> Vec<String> {
+    let mut by: std::collections::BTreeMap<(String, String), (usize, Vec<String>)> =
+        Default::default();
+    for (uid, rules) in &stored.rules {
+        let Some(name) = stored.report_of.get(uid) else {
+            continue;
+        };
+        for r in rules {
+            by.entry((format!("{ns}/{name}"), r.clone())).or_default().0 += 1;
+        }
+    }
+    for l in logs {
+        let text = std::fs::read_to_string(l).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("violation counted")) {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .map(strip_ansi)
+                    .find_map(|w| w.strip_prefix(k).map(|v| v.trim_matches('"').to_string()))
+            };
+            if let (Some(report), Some(rule)) = (field("report="), field("rule=")) {
+                let id = field("write_id=").unwrap_or_default();
+                by.entry((report, rule)).or_default().1.push(id);
+            }
+        }
+    }
+    by.into_iter()
+        .filter(|(_, (n, ids))| *n != ids.len())
+        .map(|((report, rule), (n, ids))| {
+            format!(
+                "{report} {rule}: stored {n}, counted {} by {ids:?}",
+                ids.len()
+            )
+        })
+        .collect()
+}
+
+/// A log word without its terminal colour codes.
+fn strip_ansi(w: &str) -> String {
+    let mut out = String::with_capacity(w.len());
+    let mut chars = w.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -142,7 +142,14 @@ impl Replica {
         ]);
         let mut ctl = Controller::new(bin.to_string(), args, addr.clone(), dir.into(), pid_dir)
             .named(&format!("chaos-replica-{idx}"), dir, pid_dir);
-        ctl.env = vec![("KUBECONFIG".into(), kc.display().to_string())];
+        ctl.env = vec![
+            ("KUBECONFIG".into(), kc.display().to_string()),
+            // Each counted violation, by report: `miscounted.txt`.
+            (
+                "RUST_LOG".into(),
+                "info,kube=warn,sidecar_order::counted=debug".into(),
+            ),
+        ];
         // One run per log: a new run starts it afresh.
         std::fs::write(&ctl.log, "").map_err(|e| format!("{}: {e}", ctl.log.display()))?;
         Ok(Replica {

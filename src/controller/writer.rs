@@ -352,6 +352,7 @@ impl ReportWriter {
         let result = match landed {
             Some(w) => {
                 let inc = increments_over(w.before, &w.update.status);
+                log_counted(&w.update, &inc, &w.write_id, "read back");
                 self.metrics.count(&w.update, &inc);
                 "unanswered_landed"
             }
@@ -470,7 +471,9 @@ impl ReportWriter {
                     // write of this report landed.
                     self.unanswered().remove(&key);
                     let rv = stored.metadata.resource_version.as_deref();
-                    return Ok(Some(self.ledger().record(&key, hash, &u.status, rv)));
+                    let inc = self.ledger().record(&key, hash, &u.status, rv);
+                    log_counted(u, &inc, &write_id, "answered");
+                    return Ok(Some(inc));
                 }
                 Err(e) => {
                     if e.not_applied()
@@ -705,6 +708,23 @@ impl ReportWriter {
                 Outcome::Retry(work)
             }
         }
+    }
+}
+
+/// One debug line per violation a write counts (target
+/// `sidecar_order::counted`): which write stored it, and how its landing
+/// was learnt. The chaos run turns it on, to name the report of a count
+/// lost or doubled.
+fn log_counted(u: &Update, inc: &Increments, write_id: &str, how: &str) {
+    for v in &inc.violations {
+        tracing::debug!(
+            target: "sidecar_order::counted",
+            report = %format_args!("{}/{}", u.namespace, u.report_name),
+            rule = v.rule.id(),
+            write_id,
+            how,
+            "violation counted"
+        );
     }
 }
 
