@@ -28,7 +28,7 @@ EXPECTED = {
 }
 ARGS = {
     "default": ["run", "--metrics-addr=0.0.0.0:8080", "--report-ttl=24h", "--max-reports=10000",
-                "--outlive-seconds=30", "--write-concurrency=8", "--leader-elect", "--lease-name=so-sidecar-order",
+                "--outlive-seconds=30", "--write-concurrency=32", "--leader-elect", "--lease-name=so-sidecar-order",
                 "--log-format=json"],
     "full": ["run", "--namespace=shop", "--namespace=payments",
              "--label-selector=team=checkout,tier!=batch", "--metrics-addr=0.0.0.0:9090",

@@ -351,7 +351,7 @@ pub struct RunArgs {
     /// Report writes in flight at once (1-64). Each is one API call; more
     /// drain a backlog (a burst of new pods) sooner at the cost of more
     /// parallel load on the API server.
-    #[arg(long, env = "SIDECAR_ORDER_WRITE_CONCURRENCY", default_value_t = 8,
+    #[arg(long, env = "SIDECAR_ORDER_WRITE_CONCURRENCY", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub write_concurrency: u16,
     /// Elect a leader through a coordination Lease; only the leader writes.

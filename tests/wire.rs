@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sidecar_order::controller::wire::{WireEvent, WireNode, WirePod, WireReport};
+use sidecar_order::controller::wire::{WireEvent, WireNode, WirePod, WireReport, WrittenReport};
 use sidecar_order::crd::SidecarOrderReport;
 
 /// Decoded both ways: the wire type (turned into `K`) and `K` itself with
@@ -84,6 +84,23 @@ fn a_stored_report_decodes_as_the_crd_type_without_managed_fields() {
     let status = r.status.unwrap();
     assert!(status.pod_ended_at.is_some() && status.violation_count > 0);
     assert!(status.write_id.is_some() && r.metadata.resource_version.is_some());
+}
+
+/// The answer to a status write is read for its version alone: the stored
+/// report's `resourceVersion` comes through, and nothing else is built.
+#[test]
+fn the_answer_to_a_status_write_decodes_to_its_resource_version_alone() {
+    let text = include_str!("fixtures/wire/report.json");
+    let full: SidecarOrderReport = serde_json::from_str(text).unwrap();
+    let written: WrittenReport = serde_json::from_str(text).unwrap();
+    assert!(full.metadata.resource_version.is_some());
+    assert_eq!(
+        written.metadata,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            resource_version: full.metadata.resource_version,
+            ..Default::default()
+        }
+    );
 }
 
 #[test]

@@ -550,9 +550,9 @@ async fn a_stalled_api_server_never_blocks_the_sender() {
         "{:?}",
         start.elapsed()
     );
-    // Eight writes are in flight, none answered.
+    // As many writes in flight as the concurrency allows, none answered.
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..WriterConfig::default().concurrency {
         let (req, reply) = r.handle.next_request().await.unwrap();
         held.push((req, reply));
     }

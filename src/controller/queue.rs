@@ -89,8 +89,11 @@ pub struct Queue {
     ready: VecDeque<Key>,
     in_flight: HashSet<Key>,
     backoff: HashMap<Key, Backoff>,
-    /// The ends of the waits, soonest first.
+    /// The ends of the waits (backoffs, and new work gathering), soonest first.
     timers: BTreeSet<(Instant, Key)>,
+    /// How long new work for a report waits for more of the same change
+    /// before it is written (`gathering`).
+    gather: Duration,
 }
 
 impl Queue {
@@ -104,7 +107,18 @@ impl Queue {
             in_flight: HashSet::new(),
             backoff: HashMap::new(),
             timers: BTreeSet::new(),
+            gather: Duration::ZERO,
         }
+    }
+
+    /// New work for a report that has none pending is written `gather`
+    /// after its watch event arrived, not at once: what else the same
+    /// change brings meanwhile (the kubelet's Event beside a container's
+    /// new status, the next container's start) goes in the same write.
+    /// Work queued behind a write in flight or a backoff has waited
+    /// already and does not wait again; deletes and closes do not wait.
+    pub fn gathering(self, gather: Duration) -> Self {
+        Queue { gather, ..self }
     }
 
     /// Queues work; merges it into what is pending for its key.
@@ -116,7 +130,12 @@ impl Queue {
             }
             None => {
                 if self.idle(&key) {
-                    self.ready.push_back(key.clone());
+                    match &work {
+                        Work::Apply(o) if !self.gather.is_zero() => {
+                            self.timers.insert((o.seen_at + self.gather, key.clone()));
+                        }
+                        _ => self.ready.push_back(key.clone()),
+                    }
                 }
                 self.pending.insert(key, work);
             }
@@ -309,6 +328,33 @@ mod tests {
         q.done(&key("a"), Outcome::Done, t0);
         assert!(q.next_ready(t0).is_none());
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn new_work_gathers_the_rest_of_its_change_before_it_is_written() {
+        let t0 = Instant::now();
+        let gather = Duration::from_millis(250);
+        let mut q = Queue::new(8, MS, MS).gathering(gather);
+        q.push(apply("a", Verdict::Pending, 0, t0));
+        // The kubelet's Event of the same start, 20 ms later: one write.
+        q.push(apply("a", Verdict::Verified, 0, t0 + MS * 20));
+        assert!(q.next_ready(t0 + gather - MS).is_none(), "written early");
+        assert_eq!(q.next_wake(), Some(t0 + gather));
+        let o = outgoing(q.next_ready(t0 + gather).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Verified);
+        assert_eq!(o.seen_at, t0);
+        // Work that came while its write was in flight has waited: it is
+        // written as soon as that write is done.
+        q.push(apply("a", Verdict::Violated, 0, t0 + gather + MS));
+        q.done(&key("a"), Outcome::Done, t0 + gather + MS * 2);
+        let o = outgoing(q.next_ready(t0 + gather + MS * 2).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
+        // A delete does not wait.
+        q.push(delete("b"));
+        assert!(matches!(
+            q.next_ready(t0 + gather + MS * 2),
+            Some(Work::Delete { .. })
+        ));
     }
 
     #[test]

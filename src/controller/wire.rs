@@ -190,27 +190,59 @@ pub struct WireReport {
     pub status: Option<ReportStatus>,
 }
 
-impl kube::Resource for WireReport {
-    type DynamicType = ();
-    type Scope = <SidecarOrderReport as kube::Resource>::Scope;
-    fn kind(dt: &()) -> Cow<'_, str> {
-        SidecarOrderReport::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        SidecarOrderReport::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        SidecarOrderReport::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        SidecarOrderReport::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+/// `kube::Resource` as `SidecarOrderReport`'s, so that `Api<$wire>`
+/// reads and writes the reports' URLs.
+macro_rules! a_report {
+    ($wire:ty) => {
+        impl kube::Resource for $wire {
+            type DynamicType = ();
+            type Scope = <SidecarOrderReport as kube::Resource>::Scope;
+            fn kind(dt: &()) -> Cow<'_, str> {
+                SidecarOrderReport::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                SidecarOrderReport::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                SidecarOrderReport::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                SidecarOrderReport::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+a_report!(WireReport);
+a_report!(WrittenReport);
+
+/// The answer to a status write, of which the writer reads only the
+/// version stored (it knows the status it sent): the rest of the report,
+/// about 3 KB, is skipped while parsing instead of built and dropped.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WrittenReport {
+    #[serde(default, deserialize_with = "version_only")]
+    pub metadata: ObjectMeta,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionOnly {
+    resource_version: Option<String>,
+}
+
+fn version_only<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = VersionOnly::deserialize(d)?;
+    Ok(ObjectMeta {
+        resource_version: m.resource_version,
+        ..ObjectMeta::default()
+    })
 }
 
 impl From<WireReport> for SidecarOrderReport {

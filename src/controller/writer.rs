@@ -18,7 +18,7 @@ use crate::controller::ledger::{
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
-use crate::controller::wire::WireReport;
+use crate::controller::wire::{WireReport, WrittenReport};
 use crate::crd::{FIELD_MANAGER, ReportSpec, ReportStatus, SidecarOrderReport};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -167,6 +167,9 @@ pub struct WriterConfig {
     pub backoff_max: Duration,
     /// How long the pending writes may take once the input closed.
     pub flush_timeout: Duration,
+    /// How long new work for a report gathers more of the same change
+    /// before it is written (`Queue::gathering`).
+    pub gather: Duration,
     /// The ledger given at start is what the API server holds, and the
     /// writer may write while it leads without a takeover first: true
     /// without leader election. With it, every lease taken (the first one
@@ -178,8 +181,9 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            concurrency: 8,
+            concurrency: 32,
             call_timeout: Duration::from_secs(10),
+            gather: Duration::from_millis(250),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(5),
@@ -457,12 +461,14 @@ impl ReportWriter {
                     before,
                 });
             let patch = Patch::Apply(&body);
+            // Only the stored version is read from the answer.
+            let written_api: Api<WrittenReport> = Api::namespaced(self.client.clone(), ns);
             let written = self
                 .call(
                     Call::ApplyStatus,
                     ns,
                     name,
-                    api.patch_status(name, &pp, &patch),
+                    written_api.patch_status(name, &pp, &patch),
                 )
                 .await;
             match written {
@@ -828,7 +834,8 @@ pub async fn run(
 ) {
     writer.call_timeout = cfg.call_timeout;
     let writer = Arc::new(writer);
-    let mut queue = Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max);
+    let mut queue =
+        Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max).gathering(cfg.gather);
     let mut in_flight = FuturesUnordered::new();
     let mut flush_until: Option<Instant> = None;
     let mut seeded = cfg.trust_initial_ledger;
