@@ -208,7 +208,6 @@ fn miscounted(stored: &crate::tally::Stored, ns: &str, logs: &[PathBuf]) -> Vec<
         for line in text.lines().filter(|l| l.contains("violation counted")) {
             let field = |k: &str| {
                 line.split_whitespace()
-                    .map(strip_ansi)
                     .find_map(|w| w.strip_prefix(k).map(|v| v.trim_matches('"').to_string()))
             };
             if let (Some(report), Some(rule)) = (field("report="), field("rule=")) {
@@ -226,23 +225,4 @@ fn miscounted(stored: &crate::tally::Stored, ns: &str, logs: &[PathBuf]) -> Vec<
             )
         })
         .collect()
-}
-
-/// A log word without its terminal colour codes.
-fn strip_ansi(w: &str) -> String {
-    let mut out = String::with_capacity(w.len());
-    let mut chars = w.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // ESC [ ... m
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

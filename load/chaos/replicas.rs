@@ -149,6 +149,8 @@ impl Replica {
                 "RUST_LOG".into(),
                 "info,kube=warn,sidecar_order::counted=debug".into(),
             ),
+            // Plain words in the log, for `miscounted.txt` to read.
+            ("NO_COLOR".into(), "1".into()),
         ];
         // One run per log: a new run starts it afresh.
         std::fs::write(&ctl.log, "").map_err(|e| format!("{}: {e}", ctl.log.display()))?;

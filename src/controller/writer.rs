@@ -397,6 +397,8 @@ impl ReportWriter {
     ) -> Result<Option<Increments>, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
         let api: Api<WireReport> = Api::namespaced(self.client.clone(), ns);
+        // Status writes: only the stored version is read from the answer.
+        let written_api: Api<WrittenReport> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let key = (u.namespace.clone(), u.report_name.clone());
         let api_version = SidecarOrderReport::api_version(&());
@@ -461,8 +463,6 @@ impl ReportWriter {
                     before,
                 });
             let patch = Patch::Apply(&body);
-            // Only the stored version is read from the answer.
-            let written_api: Api<WrittenReport> = Api::namespaced(self.client.clone(), ns);
             let written = self
                 .call(
                     Call::ApplyStatus,
