@@ -23,6 +23,10 @@
 #   LOAD_OUT=FILE        also write the driver's output (the table) there
 #   LOAD_TARGET=chaos    the chaos run of issue 9 instead (make chaos; its
 #                        driver is load/chaos/main.rs, CHAOS_* settings)
+#   LOAD_KEEP=1          leave the pods, reports, Events, fake nodes and kwok
+#                        (its pid is printed) for experiments on that state,
+#                        e.g. timing controller restarts; the next run
+#                        removes them (stop that kwok first)
 # Exits with the driver's status: 0 only when every verdict matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +95,11 @@ cleanup() {
   for f in "$PID_DIR"/chaos-replica-*.pid; do
     [[ -e $f ]] && stop_recorded "chaos replica" "$f"
   done
+  if [[ ${LOAD_KEEP:-0} == 1 && -n $KWOK_PID_FILE ]]; then
+    step "LOAD_KEEP=1: namespace $NS, the fake nodes and kwok (pid $(cat "$KWOK_PID_FILE" 2>/dev/null)) are left running"
+    KWOK_PID_FILE=
+    STARTED_CLUSTER=0
+  fi
   if [[ -n $KWOK_PID_FILE ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
     step "cleanup: force-deleting the load pods, then namespace $NS and the fake nodes"
     # One deletecollection with grace 0: no kwok needed to finish them.

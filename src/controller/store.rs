@@ -408,12 +408,33 @@ impl Store {
         self.pods.len() + self.gone.len() + self.preloaded.len()
     }
 
-    /// Remembers a report that exists already (before the first pod list):
-    /// its decided checks, probe floor and status hash, so a verdict never
-    /// goes back and an unchanged status is not rewritten (what it counted
-    /// is the writer's ledger). Only this digest is kept, not the report.
+    /// Remembers a report that exists already, read at start-up: its
+    /// decided checks, probe floor and status hash, so a verdict never goes
+    /// back and an unchanged status is not rewritten (what it counted is the
+    /// writer's ledger). Only this digest is kept, not the report. The
+    /// reports are read while the pods are listed (`run` does both at
+    /// once), so the pod may be tracked already: unjudged while the store
+    /// holds its judgements, it takes the digest as if it had come first.
     pub fn preload(&mut self, stored: StoredReport) {
-        self.preloaded.insert(stored.uid.clone(), stored);
+        let key = (stored.namespace.clone(), stored.pod_name.clone());
+        match self.pods.get_mut(&key) {
+            Some(t) if t.history.pod.uid == stored.uid => {
+                t.last_hash = stored.status_hash;
+                if stored.ended_at.is_some() {
+                    t.ended_at = stored.ended_at;
+                }
+                match &mut t.decided {
+                    Some(d) => d.absorb(&stored.decided),
+                    None => t.decided = Some(stored.decided),
+                }
+                if stored.probe_floor.is_some() {
+                    t.probe_floor = stored.probe_floor;
+                }
+            }
+            _ => {
+                self.preloaded.insert(stored.uid.clone(), stored);
+            }
+        }
     }
 
     /// This replica took the lease over and read the stored reports: what
@@ -452,10 +473,19 @@ impl Store {
         });
     }
 
-    /// A stored report without a status (its first status write failed):
-    /// nothing to count; GC may take it once its age passes the TTL.
-    pub fn preload_empty(&mut self, report: ReportRef, created: i64) {
-        self.gone.insert(report, created);
+    /// Stored reports without a status (their first status write failed):
+    /// nothing to count; GC may take one once its age passes the TTL, unless
+    /// its pod is tracked (listed before the reports were read).
+    pub fn preload_empty(&mut self, reports: Vec<(ReportRef, i64)>) {
+        if reports.is_empty() {
+            return;
+        }
+        let tracked = self.report_keys();
+        for (report, created) in reports {
+            if !tracked.contains(&(report.namespace.clone(), report.name.clone())) {
+                self.gone.insert(report, created);
+            }
+        }
     }
 
     /// A (re)list of pods starts, by the watch of one namespace (`scope`) or
@@ -1024,6 +1054,50 @@ mod tests {
 
     fn liveness_count(u: &[Update]) -> u32 {
         u.last().expect("a report").status.report.probe_failures[0].count
+    }
+
+    /// At start-up the stored reports are read while the pods are listed:
+    /// a report that comes in after its pod gives the same judgement as one
+    /// read first (the stored probe count kept), and an
+    /// empty report of a listed pod is not handed to GC.
+    #[test]
+    fn a_stored_report_read_after_its_pod_was_listed_counts_as_if_read_first() {
+        let running = serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:03Z"}});
+        let p = sidecar_pod("ns", "p", "u1", running);
+        let mut first = Store::new(Config::default());
+        first.pod_applied(&p, 10);
+        let stored = first.event_applied(&unhealthy("p.old", 5), 11);
+        let stored = stored.last().unwrap().clone();
+        let digest = || StoredReport::of("ns", &stored.report_name, &stored.spec, &stored.status);
+
+        let mut before = Store::new(Config::default());
+        before.hold_judgements();
+        before.preload(digest());
+        before.pod_applied(&p, 20);
+        let mut after = Store::new(Config::default());
+        after.hold_judgements();
+        after.pod_applied(&p, 20);
+        after.preload(digest());
+        let judged = before.watches_synced(20);
+        assert_eq!(liveness_count(&judged), 5, "the stored count kept");
+        assert_eq!(after.watches_synced(20), judged);
+        assert_eq!(after.current(21), before.current(21));
+
+        let empty = ReportRef {
+            namespace: "ns".into(),
+            name: stored.report_name.clone(),
+        };
+        let mut s = Store::new(Config::default());
+        s.hold_judgements();
+        s.pod_applied(&p, 20);
+        s.preload_empty(vec![(empty.clone(), 0)]);
+        assert!(
+            s.expired(10_000_000, 1, 0).is_empty(),
+            "a tracked pod's report"
+        );
+        let mut s = Store::new(Config::default());
+        s.preload_empty(vec![(empty.clone(), 0)]);
+        assert_eq!(s.expired(10_000_000, 1, 0), vec![empty], "no pod: GC's");
     }
 
     /// A restart whose event list lacks the expired events behind a stored

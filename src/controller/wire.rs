@@ -1,5 +1,6 @@
-//! What the controller decodes from the API server: Pods, Events, Nodes
-//! and its own reports without `metadata.managedFields`.
+//! What the controller decodes from the API server as JSON: Pods, Nodes
+//! and its own reports without `metadata.managedFields` (Events come in
+//! protobuf: `pb`).
 //!
 //! The API server sends every object with its field ownership: in a pod of
 //! the load harness 2.2 KB of 5.5 KB, which k8s-openapi decodes into a tree
@@ -120,7 +121,9 @@ spec_and_status!(
     WireNode, Node, NodeSpec, NodeStatus
 );
 
-/// A watched core/v1 Event.
+/// A core/v1 Event as JSON. The controller watches Events in protobuf
+/// (`pb`); this is the JSON form that decoding is checked against
+/// (tests/pb_events.rs), itself checked against k8s-openapi's.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WireEvent {
