@@ -423,13 +423,7 @@ impl Store {
                 if stored.ended_at.is_some() {
                     t.ended_at = stored.ended_at;
                 }
-                match &mut t.decided {
-                    Some(d) => d.absorb(&stored.decided),
-                    None => t.decided = Some(stored.decided),
-                }
-                if stored.probe_floor.is_some() {
-                    t.probe_floor = stored.probe_floor;
-                }
+                t.absorb(stored.decided, stored.probe_floor);
             }
             _ => {
                 self.preloaded.insert(stored.uid.clone(), stored);
@@ -452,15 +446,7 @@ impl Store {
                 .pods
                 .get_mut(&(s.namespace.clone(), s.pod_name.clone()))
             {
-                Some(t) if t.history.pod.uid == s.uid => {
-                    match &mut t.decided {
-                        Some(d) => d.absorb(&s.decided),
-                        None => t.decided = Some(s.decided),
-                    }
-                    if s.probe_floor.is_some() {
-                        t.probe_floor = s.probe_floor;
-                    }
-                }
+                Some(t) if t.history.pod.uid == s.uid => t.absorb(s.decided, s.probe_floor),
                 _ => {
                     untracked.insert((s.namespace, s.name), s.decided);
                 }
@@ -763,6 +749,20 @@ fn add_event(t: &mut Tracked, ev: &RawEvent) -> bool {
         return false;
     };
     t.history.add_event(fact)
+}
+
+impl Tracked {
+    /// What a stored report of this pod decided, and its probe counts as
+    /// their floor, taken into its judgement.
+    fn absorb(&mut self, decided: Decided, probe_floor: Option<Box<ProbeFloor>>) {
+        match &mut self.decided {
+            Some(d) => d.absorb(&decided),
+            None => self.decided = Some(decided),
+        }
+        if probe_floor.is_some() {
+            self.probe_floor = probe_floor;
+        }
+    }
 }
 
 /// Judges a tracked pod; an update when the report changed.
