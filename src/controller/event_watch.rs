@@ -13,8 +13,7 @@
 //! - a list from the start when the API server no longer has that version
 //!   (410 Gone, as a response or a watch ERROR event).
 
-use crate::controller::pb::{self, EventPage, Frames, WatchFrame};
-use bytes::Bytes;
+use crate::controller::pb::{self, EventPage, WatchFrame};
 use futures::{Stream, StreamExt, stream};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Event;
@@ -24,6 +23,8 @@ use kube::client::Body;
 use kube::core::{Request, Status};
 use kube::runtime::watcher::{Error, Event as WEvent};
 use std::pin::Pin;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::io::StreamReader;
 
 /// How long the API server keeps one watch request open (kube's client
 /// times a response out after 295 s).
@@ -48,7 +49,9 @@ impl Settings {
     }
 }
 
-type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, kube::Error>> + Send>>;
+/// A watch body split into its frames: each a 4-byte big-endian length,
+/// then that many bytes (`LengthDelimitedCodec`'s default form).
+type Frames = Pin<Box<dyn Stream<Item = std::io::Result<bytes::BytesMut>> + Send>>;
 type PageTask = tokio::task::JoinHandle<Result<EventPage, kube::Error>>;
 
 enum State {
@@ -57,10 +60,11 @@ enum State {
     /// The list's next page, being fetched.
     Page(PageTask),
     /// Watch from `rv`.
-    Watch { rv: String },
+    Watch {
+        rv: String,
+    },
     Watching {
         rv: String,
-        chunks: Chunks,
         frames: Frames,
     },
 }
@@ -130,7 +134,7 @@ async fn fetch_page(
     pb::event_page(&body).map_err(undecodable)
 }
 
-async fn start_watch(client: &Client, s: &Settings, rv: &str) -> Result<Chunks, kube::Error> {
+async fn start_watch(client: &Client, s: &Settings, rv: &str) -> Result<Frames, kube::Error> {
     let wp = WatchParams::default()
         .fields(&s.field_selector)
         .timeout(WATCH_TIMEOUT_SECS);
@@ -142,7 +146,19 @@ async fn start_watch(client: &Client, s: &Settings, rv: &str) -> Result<Chunks, 
         http::HeaderValue::from_static(pb::PROTOBUF_WATCH),
     );
     let res = send(client, req).await?;
-    Ok(Box::pin(res.into_body().into_data_stream()))
+    let body = res
+        .into_body()
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    Ok(frames(body))
+}
+
+/// A watch body's chunks as its frames, however the chunks cut them.
+fn frames(chunks: impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static) -> Frames {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(pb::MAX_FRAME)
+        .new_codec();
+    Box::pin(FramedRead::new(StreamReader::new(chunks), codec))
 }
 
 fn spawn_page(client: &Client, s: &Settings, continue_token: Option<String>) -> PageTask {
@@ -183,84 +199,65 @@ async fn step(client: &Client, s: &Settings, state: State) -> (Batch, State) {
             }
         }
         State::Watch { rv } => match start_watch(client, s, &rv).await {
-            Ok(chunks) => (
-                Vec::new(),
-                State::Watching {
-                    rv,
-                    chunks,
-                    frames: Frames::default(),
-                },
-            ),
+            Ok(frames) => (Vec::new(), State::Watching { rv, frames }),
             Err(kube::Error::Api(st)) if st.code == 410 => {
                 (vec![Err(Error::WatchError(st))], State::Empty)
             }
             Err(e) => (vec![Err(Error::WatchStartFailed(e))], State::Watch { rv }),
         },
-        State::Watching {
-            mut rv,
-            mut chunks,
-            mut frames,
-        } => loop {
-            match frames.next_frame() {
-                Err(len) => {
-                    let e = undecodable(format!(
-                        "a watch frame of {len} bytes (at most {})",
-                        pb::MAX_FRAME
-                    ));
+        State::Watching { mut rv, mut frames } => loop {
+            let frame = match frames.next().await {
+                Some(Ok(frame)) => frame.freeze(),
+                // A broken connection, or a frame past `pb::MAX_FRAME`.
+                Some(Err(e)) => {
+                    let e = kube::Error::ReadEvents(e);
                     return (vec![Err(Error::WatchFailed(e))], State::Watch { rv });
                 }
-                Ok(Some(frame)) => {
-                    let ev = match pb::watch_frame(frame) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            return (
-                                vec![Err(Error::WatchFailed(undecodable(e)))],
-                                State::Watch { rv },
-                            );
-                        }
-                    };
-                    let mut seen = |e: &Event| {
-                        if let Some(v) = &e.metadata.resource_version {
-                            rv.clone_from(v);
-                        }
-                    };
-                    let out = match ev {
-                        WatchFrame::Added(e) | WatchFrame::Modified(e) => {
-                            seen(&e);
-                            WEvent::Apply(e)
-                        }
-                        WatchFrame::Deleted(e) => {
-                            seen(&e);
-                            WEvent::Delete(e)
-                        }
-                        WatchFrame::Bookmark(v) => {
-                            if let Some(v) = v {
-                                rv = v;
-                            }
-                            continue;
-                        }
-                        WatchFrame::Error(st) => {
-                            let gone = st.code == 410;
-                            let status =
-                                Status::failure(&st.message, &st.reason).with_code(st.code);
-                            let next = if gone {
-                                State::Empty
-                            } else {
-                                State::Watch { rv }
-                            };
-                            return (vec![Err(Error::WatchError(status.boxed()))], next);
-                        }
-                        WatchFrame::Other(_) => continue,
-                    };
-                    return (vec![Ok(out)], State::Watching { rv, chunks, frames });
+                // The API server ended the watch: again from here.
+                None => return (Vec::new(), State::Watch { rv }),
+            };
+            let ev = match pb::watch_frame(frame) {
+                Ok(f) => f,
+                Err(e) => {
+                    return (
+                        vec![Err(Error::WatchFailed(undecodable(e)))],
+                        State::Watch { rv },
+                    );
                 }
-                Ok(None) => match chunks.next().await {
-                    Some(Ok(chunk)) => frames.push(&chunk),
-                    Some(Err(e)) => return (vec![Err(Error::WatchFailed(e))], State::Watch { rv }),
-                    // The API server ended the watch: again from here.
-                    None => return (Vec::new(), State::Watch { rv }),
-                },
-            }
+            };
+            let mut seen = |e: &Event| {
+                if let Some(v) = &e.metadata.resource_version {
+                    rv.clone_from(v);
+                }
+            };
+            let out = match ev {
+                WatchFrame::Added(e) | WatchFrame::Modified(e) => {
+                    seen(&e);
+                    WEvent::Apply(e)
+                }
+                WatchFrame::Deleted(e) => {
+                    seen(&e);
+                    WEvent::Delete(e)
+                }
+                WatchFrame::Bookmark(v) => {
+                    if let Some(v) = v {
+                        rv = v;
+                    }
+                    continue;
+                }
+                WatchFrame::Error(st) => {
+                    let gone = st.code == 410;
+                    let status = Status::failure(&st.message, &st.reason).with_code(st.code);
+                    let next = if gone {
+                        State::Empty
+                    } else {
+                        State::Watch { rv }
+                    };
+                    return (vec![Err(Error::WatchError(status.boxed()))], next);
+                }
+                WatchFrame::Other(_) => continue,
+            };
+            return (vec![Ok(out)], State::Watching { rv, frames });
         },
     }
 }
@@ -335,6 +332,33 @@ mod tests {
                 Err(e) => format!("Err {e}"),
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn watch_frames_come_out_whole_whatever_the_chunks() {
+        let want: Vec<Vec<u8>> = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
+        let mut body = Vec::new();
+        for f in &want {
+            body.extend((f.len() as u32).to_be_bytes());
+            body.extend(f);
+        }
+        for size in [1, 3, 5, 64, body.len()] {
+            let chunks: Vec<std::io::Result<bytes::Bytes>> = body
+                .chunks(size)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            let got: Vec<Vec<u8>> = frames(stream::iter(chunks))
+                .map(|f| f.unwrap().to_vec())
+                .collect()
+                .await;
+            assert_eq!(got, want, "chunks of {size}");
+        }
+        let oversize = bytes::Bytes::copy_from_slice(&(pb::MAX_FRAME as u32 + 1).to_be_bytes());
+        let mut f = frames(stream::iter(vec![Ok(oversize)]));
+        assert!(
+            f.next().await.unwrap().is_err(),
+            "a frame past MAX_FRAME is refused"
+        );
     }
 
     #[tokio::test]

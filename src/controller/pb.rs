@@ -390,7 +390,7 @@ pub enum WatchFrame {
     Other(String),
 }
 
-/// One frame of a protobuf watch (without its 4-byte length).
+/// One frame of a protobuf watch (without its 4-byte length prefix).
 pub fn watch_frame(frame: Bytes) -> Result<WatchFrame, PbError> {
     let w = PbWatchEvent::decode(frame)?;
     let raw = w.object.and_then(|o| o.raw).ok_or(PbError::NoObject)?;
@@ -405,41 +405,9 @@ pub fn watch_frame(frame: Bytes) -> Result<WatchFrame, PbError> {
     })
 }
 
-/// Splits a watch body into frames: each is a 4-byte big-endian length,
-/// then that many bytes.
-#[derive(Default)]
-pub struct Frames {
-    buf: bytes::BytesMut,
-}
-
-/// The longest frame accepted (the API server's request limit is 3 MiB;
-/// an Event is a few KB).
+/// The longest watch frame accepted (the API server's request limit is
+/// 3 MiB; an Event is a few KB).
 pub const MAX_FRAME: usize = 16 << 20;
-
-impl Frames {
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
-    }
-
-    /// The next whole frame, if one is in; Err for a length past `MAX_FRAME`.
-    pub fn next_frame(&mut self) -> Result<Option<Bytes>, usize> {
-        let Some(len) = self
-            .buf
-            .first_chunk::<4>()
-            .map(|b| u32::from_be_bytes(*b) as usize)
-        else {
-            return Ok(None);
-        };
-        if len > MAX_FRAME {
-            return Err(len);
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let _ = self.buf.split_to(4);
-        Ok(Some(self.buf.split_to(len).freeze()))
-    }
-}
 
 /// Bodies as the API server encodes them, for tests of the watch.
 #[cfg(test)]
@@ -542,30 +510,6 @@ mod tests {
             event_time: Some(PbTime::default()),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn frames_come_out_whole_whatever_the_chunks() {
-        let frames: Vec<Vec<u8>> = vec![b"abc".to_vec(), Vec::new(), vec![7; 300]];
-        let mut body = Vec::new();
-        for f in &frames {
-            body.extend((f.len() as u32).to_be_bytes());
-            body.extend(f);
-        }
-        for chunk in [1, 3, 5, 64, body.len()] {
-            let mut fr = Frames::default();
-            let mut out = Vec::new();
-            for c in body.chunks(chunk) {
-                fr.push(c);
-                while let Some(f) = fr.next_frame().unwrap() {
-                    out.push(f.to_vec());
-                }
-            }
-            assert_eq!(out, frames, "chunks of {chunk}");
-        }
-        let mut fr = Frames::default();
-        fr.push(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        assert_eq!(fr.next_frame(), Err(MAX_FRAME + 1));
     }
 
     #[test]

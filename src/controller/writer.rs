@@ -249,14 +249,6 @@ impl ReportWriter {
         }
     }
 
-    /// Starts from what the stored reports hold (read at start-up).
-    pub fn with_ledger(self, ledger: Ledger) -> Self {
-        ReportWriter {
-            ledger: Mutex::new(ledger),
-            ..self
-        }
-    }
-
     /// One API call under the call timeout.
     async fn call<T>(
         &self,
