@@ -461,11 +461,12 @@ async fn run(bin: String) -> Result<bool, String> {
         (
             "verdicts that differ from the labels".into(),
             format!(
-                "{} of {} pods checked; {} reports missing; {} not checked, kwok having stopped a container at or after the grace deadline; {} reports in {}",
+                "{} of {} pods checked; {} reports missing; {} not checked, kwok having stopped a container at or after the grace deadline; {} deleted by someone else; {} reports in {}",
                 outcome.differ.len(),
                 outcome.checked,
                 outcome.missing.len(),
                 outcome.late.len(),
+                outcome.vanished.len(),
                 outcome.reports,
                 cfg.ns
             ),
@@ -501,7 +502,20 @@ async fn run(bin: String) -> Result<bool, String> {
     for l in outcome.late.iter().take(10) {
         println!("  LATE     {l}");
     }
+    for v in outcome.vanished.iter().take(10) {
+        println!("  VANISHED {v}");
+    }
     let ok = outcome.differ.is_empty() && outcome.missing.is_empty() && outcome.checked > 0;
+    if !outcome.vanished.is_empty() {
+        println!(
+            "load: FAILED (environment): {} of {} pods were deleted by someone else ({} TaintManagerEviction events in {}: fake nodes gone NotReady, kwok starved?); the figures measured a broken cluster; start from a fresh one (make cluster-down)",
+            outcome.vanished.len(),
+            b.created.len(),
+            outcome.evictions,
+            cfg.ns
+        );
+        return Ok(false);
+    }
     if ok {
         println!(
             "load: ok: all {} verdicts match their labels",

@@ -119,6 +119,9 @@ pub struct Book {
     /// Live pods, oldest first: (name, uid).
     pub live: VecDeque<(String, String)>,
     pub deleted: HashSet<String>,
+    /// Pods whose every delete attempt failed: whether one landed (an
+    /// answer lost in an API server restart) is not known.
+    pub delete_unknown: HashSet<String>,
     /// uid -> when it was created, and when its deletion was accepted.
     pub times: HashMap<String, (Instant, Option<Instant>)>,
     /// uid -> the grace deadline of its deletion, as the API server set it
@@ -191,6 +194,7 @@ async fn delete_one(api: Api<Pod>, book: Shared) {
             }
         }
     }
+    book.lock().expect("book").delete_unknown.insert(uid);
 }
 
 /// Paces operations at `per_second`, at most 64 API calls in flight.

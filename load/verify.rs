@@ -26,6 +26,13 @@ pub struct Outcome {
     /// left there, so the stop the label designs never happened. Not
     /// checked; a sign kwok lagged far behind its stages.
     pub late: Vec<String>,
+    /// Pods the driver never deleted that are gone: someone else deleted
+    /// them (the taint-eviction controller, when a starved kwok renewed
+    /// its fake nodes' Leases late and they went NotReady). Not checked:
+    /// the run measured a broken environment, not the controller.
+    pub vanished: Vec<String>,
+    /// The namespace's `TaintManagerEviction` Events, when pods vanished.
+    pub evictions: usize,
     /// (variant, deleted) -> (startup, shutdown) -> pods
     pub matrix: BTreeMap<(String, bool), BTreeMap<(String, String), u64>>,
     pub live_pods: usize,
@@ -93,6 +100,8 @@ pub async fn verify(
         differ: Vec::new(),
         undecided: Vec::new(),
         late: Vec::new(),
+        vanished: Vec::new(),
+        evictions: 0,
         matrix: BTreeMap::new(),
         live_pods: live.len(),
     };
@@ -102,10 +111,19 @@ pub async fn verify(
     created.sort_by(|a, b| a.1.0.cmp(&b.1.0));
     for (uid, (name, v)) in created {
         let variant = &VARIANTS[*v];
-        let deleted = book.deleted.contains(uid);
+        // A delete whose every attempt failed may have landed: gone, it did.
+        let deleted = book.deleted.contains(uid)
+            || (book.delete_unknown.contains(uid) && !live.contains(uid));
         if deleted && live.contains(uid) {
             out.missing
                 .push(format!("{name} (uid {uid}) was deleted but still exists"));
+            continue;
+        }
+        if !deleted && !live.contains(uid) {
+            out.vanished.push(format!(
+                "{name} (uid {uid}, {}): deleted by someone else",
+                variant.name
+            ));
             continue;
         }
         let Some(r) = by_uid.get(uid) else {
@@ -184,6 +202,11 @@ pub async fn verify(
                 violations.join("; ")
             ));
         }
+    }
+    if !out.vanished.is_empty() {
+        let events: Api<Event> = Api::namespaced(client.clone(), ns);
+        let lp = ListParams::default().fields("reason=TaintManagerEviction");
+        out.evictions = list_all(&events, lp).await?.len();
     }
     if !dump.is_empty()
         && let Ok(dir) = std::env::var("LOAD_DIR")

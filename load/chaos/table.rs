@@ -76,8 +76,10 @@ pub fn render(s: &Summary) -> (String, bool) {
     let metric_ok = counted.gaps.is_empty()
         && counted.violations == stored.violations as f64
         && counted.probe_failures == stored.probe_failures as f64;
-    let verdicts_ok =
-        outcome.differ.is_empty() && outcome.missing.is_empty() && outcome.checked > 0;
+    let verdicts_ok = outcome.differ.is_empty()
+        && outcome.missing.is_empty()
+        && outcome.vanished.is_empty()
+        && outcome.checked > 0;
     let q = |x: f64| quantile(failovers, x).map_or("-".into(), |v| format!("{v:.1}s"));
     let p99 = quantile(failovers, 0.99);
     #[allow(clippy::type_complexity)]
@@ -155,12 +157,14 @@ pub fn render(s: &Summary) -> (String, bool) {
         (
             "reports: verdicts vs labels".into(),
             format!(
-                "{}: {} wrong, {} missing, {} undecided (ended while no watch was up, Indeterminate with the gap named), {} late (kwok stopped a container at or after the grace deadline) of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
+                "{}: {} wrong, {} missing, {} undecided (ended while no watch was up, Indeterminate with the gap named), {} late (kwok stopped a container at or after the grace deadline), {} deleted by someone else (the environment: {} TaintManagerEviction events) of {} pods checked ({} created or deleted around an API server restart not checked: kwok replays or delays their stages); {} reports in {}{}",
                 mark(verdicts_ok),
                 outcome.differ.len(),
                 outcome.missing.len(),
                 outcome.undecided.len(),
                 outcome.late.len(),
+                outcome.vanished.len(),
+                outcome.evictions,
                 outcome.checked,
                 excluded,
                 outcome.reports,
@@ -283,6 +287,9 @@ pub fn render(s: &Summary) -> (String, bool) {
     }
     for m in outcome.missing.iter().take(10) {
         table.push_str(&format!("  MISSING    {m}\n"));
+    }
+    for v in outcome.vanished.iter().take(10) {
+        table.push_str(&format!("  VANISHED   {v}\n"));
     }
     for d in events.duplicates.iter().take(10) {
         table.push_str(&format!("  DUPLICATE  {d}\n"));
