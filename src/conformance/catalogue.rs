@@ -93,13 +93,24 @@ impl Entry {
     /// The probe pod (a Pod entry), named `name`, running `image`.
     pub fn pod(&self, name: &str, image: &str) -> Pod {
         assert_eq!(self.kind, Kind::Pod, "{} is a Job entry", self.id);
-        serde_saphyr::from_str(&self.yaml(name, image)).expect("catalogue manifests parse")
+        self.object(name, image)
     }
 
     /// The probe Job (a Job entry), named `name`, running `image`.
     pub fn job(&self, name: &str, image: &str) -> Job {
         assert_eq!(self.kind, Kind::Job, "{} is a Pod entry", self.id);
-        serde_saphyr::from_str(&self.yaml(name, image)).expect("catalogue manifests parse")
+        self.object(name, image)
+    }
+
+    /// The manifest decoded as `analyze` decodes its input: YAML into a
+    /// JSON value, then the object from that. (Decoding YAML straight
+    /// into a Pod or Job built a YAML decoder of every Kubernetes type
+    /// they hold: megabytes of code in the binary, all of it resident in
+    /// the controller's process.)
+    fn object<T: serde::de::DeserializeOwned>(&self, name: &str, image: &str) -> T {
+        let v = crate::input::decode(self.id, &self.yaml(name, image))
+            .expect("catalogue manifests parse");
+        serde_json::from_value(v).expect("catalogue manifests are their kind")
     }
 
     pub fn workload(&self, name: &str, image: &str) -> Workload {
