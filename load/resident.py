@@ -11,8 +11,8 @@ KiB it has. Run as root (pagemap's present bit). README, "Pods deleted by
 someone else, a write budget tried, the binary's code", has what it
 showed.
 """
-import sys,re,struct,subprocess,collections,bisect
-pid=int(sys.argv[1]); binpath=sys.argv[2]
+import collections, os, re, struct, subprocess, sys
+pid=int(sys.argv[1]); binpath=os.path.realpath(sys.argv[2])
 maps=[l for l in open(f'/proc/{pid}/maps') if binpath in l]
 # load base: mapping with offset 0
 base=None; text=None
@@ -21,10 +21,12 @@ for l in maps:
     lo,hi=[int(x,16) for x in a.split('-')]
     off=int(off,16)
     if off==0: base=lo
-    if 'x' in perm: text=(lo,hi,off)
+    if 'x' in perm: text=(lo,hi)
+if base is None or text is None:
+    sys.exit(f'resident: {binpath} is not mapped by process {pid}')
 pm=open(f'/proc/{pid}/pagemap','rb')
 res=set()
-lo,hi,off=text
+lo,hi=text
 for va in range(lo,hi,4096):
     pm.seek(va//4096*8); e=struct.unpack('Q',pm.read(8))[0]
     if e>>63: res.add(va-base)
