@@ -20,7 +20,7 @@ STATIC_BIN := target/static/x86_64-unknown-linux-gnu/image/sidecar-order
 # containerd when it runs (no registry needed).
 image:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
-	  $(CARGO) build --locked --profile image --target x86_64-unknown-linux-gnu
+	  $(CARGO) build --locked --profile image --features jemalloc --target x86_64-unknown-linux-gnu
 	STATE=$(STATE) bash scripts/image.sh $(STATIC_BIN) $(IMAGE)
 
 # Installs the CRD, RBAC and the controller with the real config/ manifests.
@@ -43,6 +43,7 @@ demo:
 
 test:
 	$(CARGO) test --locked
+	$(CARGO) test --locked --features jemalloc --lib controller::memory
 
 # The live-cluster suite: cluster up, controller image and deploy, scenarios
 # 1-11, cluster down (KEEP_CLUSTER=1 leaves it running). See e2e/run.sh.

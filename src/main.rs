@@ -3,6 +3,11 @@ use sidecar_order::cli::{
 };
 use std::process::ExitCode;
 
+// The image's allocator; its options and why: controller/memory.rs.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());

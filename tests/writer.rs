@@ -1168,6 +1168,47 @@ async fn an_unanswered_write_that_did_not_land_is_not_counted() {
     stop(r).await;
 }
 
+/// A write read back while the report is still at the version it was
+/// sent over may yet land (the API server had not answered it): it is
+/// neither counted nor given up, but read back again, and counted once it
+/// shows. (Read as lost, a write landing after its read-back would count
+/// for nobody: the next leader reads it stored, as counted.)
+#[tokio::test]
+async fn an_unanswered_write_read_back_before_it_landed_is_read_again() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    created_at(&mut r.handle, "5").await;
+    let (st, held) = next(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["metadata"]["resourceVersion"], "5");
+    let sent_id = st["status"]["writeId"].as_str().unwrap().to_string();
+    r.lead_tx.send(false).unwrap();
+    let u = update(Verdict::Violated, vec![violation()]);
+    // Still the version the write went over, without it.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    send.send_response(echo(&json!({
+        "apiVersion": "sidecar-order.dev/v1alpha1", "kind": "SidecarOrderReport",
+        "metadata": {"name": u.report_name, "namespace": u.namespace, "resourceVersion": "5"},
+        "spec": u.spec,
+    })));
+    assert_eq!(r.count("unanswered_lost"), 0);
+    // Then it landed.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    let mut stored = u.clone();
+    stored.status.write_id = Some(sent_id);
+    send.send_response(echo(&stored_at(&stored, "6")));
+    drop(held);
+    r.counted(&[
+        ("unanswered_landed", 1),
+        ("unanswered_lost", 0),
+        ("written", 0),
+    ])
+    .await;
+    assert_eq!(r.violations_counted(), 1);
+    stop(r).await;
+}
+
 /// A write that failed with an error saying nothing about whether it
 /// landed (a 5xx) and then succeeded on retry counts once, however many
 /// times the first attempt may have landed.

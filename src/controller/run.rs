@@ -344,6 +344,7 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Result<(), RunError> {
     let client = client_result.map_err(RunError::Client)?;
+    tracing::info!(allocator = memory::allocator(), "starting");
     let mut patience = Patience::new();
     loop {
         match ensure_crd(&client).await {

@@ -523,6 +523,7 @@ impl Store {
             }
             self.gone.insert(r, p.ended_at.unwrap_or(now));
         }
+        crate::controller::memory::trim_map(&mut self.preloaded);
         out
     }
 

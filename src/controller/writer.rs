@@ -220,6 +220,13 @@ pub struct Unanswered {
     before: Option<Digest>,
 }
 
+impl Unanswered {
+    /// The `resourceVersion` the write applies over (None: any).
+    fn sent_over(&self) -> Option<&str> {
+        self.before.as_ref().and_then(|d| d.resource_version())
+    }
+}
+
 /// How long a replica that lost the lease keeps reading back its
 /// unanswered writes (the API server may be restarting).
 pub const SETTLE_FOR: Duration = Duration::from_secs(60);
@@ -305,11 +312,30 @@ impl ReportWriter {
         let read_back = |((ns, name), sent): ((String, String), Vec<Unanswered>)| async move {
             let api: Api<WireReport> = Api::namespaced(self.client.clone(), &ns);
             let mut wait = Duration::from_millis(200);
+            let mut sent = sent;
             loop {
                 match self.call(Call::Get, &ns, &name, api.get_opt(&name)).await {
                     Ok(r) => {
+                        let rv = r.as_ref().and_then(|r| r.metadata.resource_version.clone());
                         let status = r.and_then(|r| r.status);
-                        break self.resolve(sent, status.as_ref());
+                        match self.resolve(sent, status.as_ref(), rv.as_deref()) {
+                            Ok(result) => break result,
+                            Err(in_flight) if Instant::now() + wait < deadline => {
+                                tracing::debug!(
+                                    "an unanswered write may still land; reading it back again"
+                                );
+                                sent = in_flight;
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(5));
+                            }
+                            Err(_) => {
+                                tracing::warn!(
+                                    "an unanswered write could still land when settling ended; it is not counted"
+                                );
+                                self.count("unanswered_unknown");
+                                break "unanswered_unknown";
+                            }
+                        }
                     }
                     Err(e) if Instant::now() + wait < deadline => {
                         tracing::debug!(error = %e, "reading back an unanswered write; will retry");
@@ -334,38 +360,53 @@ impl ReportWriter {
         tracing::info!(?results, "unanswered status writes read back");
     }
 
-    /// What a stored status (None: no report, or no status) shows of a
-    /// report's unanswered writes: the one it is or names as written over
-    /// (`earlierWriteIds`) landed, and counts now what it added to the
-    /// report as it was when sent; the others never will (each applies
-    /// only over the version it was sent over, which is gone).
-    fn resolve(&self, sent: Vec<Unanswered>, stored: Option<&ReportStatus>) -> &'static str {
-        let landed = stored.and_then(|s| {
-            let ids: Vec<&str> = written_by(s).collect();
-            sent.into_iter()
-                .find(|w| ids.contains(&w.write_id.as_str()))
-        });
-        let result = match landed {
+    /// What a stored report (None: no report, or no status; at
+    /// `stored_rv`) shows of a report's unanswered writes: the one it is
+    /// or names as written over (`earlierWriteIds`) landed, and counts now
+    /// what it added to the report as it was when sent; the others never
+    /// will, each applying only over the version it was sent over, once
+    /// that version is gone. While the report is still at the version a
+    /// write was sent over, that write may yet land (the API server has
+    /// not answered it, and may still apply it): nothing is decided, and
+    /// the writes come back as Err to be read back again.
+    fn resolve(
+        &self,
+        sent: Vec<Unanswered>,
+        stored: Option<&ReportStatus>,
+        stored_rv: Option<&str>,
+    ) -> Result<&'static str, Vec<Unanswered>> {
+        let ids: Vec<&str> = stored.map(written_by).into_iter().flatten().collect();
+        let (landed, not_seen): (Vec<Unanswered>, Vec<Unanswered>) = sent
+            .into_iter()
+            .partition(|w| ids.contains(&w.write_id.as_str()));
+        let result = match landed.into_iter().next() {
             Some(w) => {
                 let inc = increments_over(w.before, &w.update.status);
                 log_counted(&w.update, &inc, &w.write_id, "read back");
                 self.metrics.count(&w.update, &inc);
                 "unanswered_landed"
             }
+            None if stored_rv.is_some() && not_seen.iter().any(|w| w.sent_over() == stored_rv) => {
+                return Err(not_seen);
+            }
             None => "unanswered_lost",
         };
         self.count(result);
-        result
+        Ok(result)
     }
 
     /// A stored version of a report, read or answered: the ledger holds it
     /// from now on, and the unanswered writes of the report are resolved
     /// by it.
     fn take_stored(&self, key: &(String, String), r: &SidecarOrderReport) {
-        if let Some(sent) = self.unanswered().remove(key) {
-            self.resolve(sent, r.status.as_ref());
-        }
         let rv = r.metadata.resource_version.as_deref();
+        if let Some(sent) = self.unanswered().remove(key)
+            && let Err(in_flight) = self.resolve(sent, r.status.as_ref(), rv)
+        {
+            // Still at the version they were sent over: the next write
+            // over it, or the read its 409 brings, decides them.
+            self.unanswered().insert(key.clone(), in_flight);
+        }
         match &r.status {
             Some(status) => self.ledger().seed(&key.0, &key.1, &r.spec, status, rv),
             None => self.ledger().seed_empty(key, rv),
@@ -489,7 +530,8 @@ impl ReportWriter {
                         Err(g) => {
                             if g.not_found(Call::Get) {
                                 if let Some(sent) = self.unanswered().remove(&key) {
-                                    self.resolve(sent, None);
+                                    // No report: nothing sent over one of its versions can land.
+                                    let _ = self.resolve(sent, None, None);
                                 }
                                 self.ledger().forget(&key);
                             }
