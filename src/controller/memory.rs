@@ -69,7 +69,7 @@ const TRIM_ABOVE: usize = 64;
 /// every removal). A hash table keeps its largest size: the writer's
 /// queue, whose entries carry a whole report status (about 500 bytes),
 /// kept 8.5 MB after the 10,000 writes a restart queued at 10,000 pods
-/// had been written (heaptrack, README "The queue's room given back").
+/// had been written (heaptrack, README "jemalloc in the image").
 pub fn trim_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) {
