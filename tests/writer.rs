@@ -1168,6 +1168,18 @@ async fn an_unanswered_write_that_did_not_land_is_not_counted() {
     stop(r).await;
 }
 
+/// A violating update sent, its report created at resourceVersion 5: the
+/// status write (checked to go over version 5), not answered yet.
+async fn violation_written_over_5(r: &mut Running) -> (Value, Reply) {
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    created_at(&mut r.handle, "5").await;
+    let (st, reply) = next(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["metadata"]["resourceVersion"], "5", "{st}");
+    (st, reply)
+}
+
 /// A write read back while the report is still at the version it was
 /// sent over may yet land (the API server had not answered it): it is
 /// neither counted nor given up, but read back again, and counted once it
@@ -1176,12 +1188,7 @@ async fn an_unanswered_write_that_did_not_land_is_not_counted() {
 #[tokio::test]
 async fn an_unanswered_write_read_back_before_it_landed_is_read_again() {
     let mut r = start_writer(true);
-    r.send(apply(update(Verdict::Violated, vec![violation()])))
-        .await;
-    expect(&mut r.handle, "POST", EVENTS).await;
-    created_at(&mut r.handle, "5").await;
-    let (st, held) = next(&mut r.handle, "PATCH", &status_path()).await;
-    assert_eq!(st["metadata"]["resourceVersion"], "5");
+    let (st, held) = violation_written_over_5(&mut r).await;
     let sent_id = st["status"]["writeId"].as_str().unwrap().to_string();
     r.lead_tx.send(false).unwrap();
     let u = update(Verdict::Violated, vec![violation()]);
@@ -1256,12 +1263,7 @@ async fn created_at(handle: &mut Handle, rv: &str) {
 #[tokio::test]
 async fn a_status_write_over_a_report_changed_since_it_was_read_reads_it_again() {
     let mut r = start_writer(true);
-    r.send(apply(update(Verdict::Violated, vec![violation()])))
-        .await;
-    expect(&mut r.handle, "POST", EVENTS).await;
-    created_at(&mut r.handle, "5").await;
-    let (st, send) = next(&mut r.handle, "PATCH", &status_path()).await;
-    assert_eq!(st["metadata"]["resourceVersion"], "5", "{st}");
+    let (_, send) = violation_written_over_5(&mut r).await;
     send.send_response(status_reply(409, "Conflict"));
     // Another replica's write, holding the violation and more.
     let (_, send) = next(&mut r.handle, "GET", REPORT).await;

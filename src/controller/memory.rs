@@ -12,7 +12,7 @@
 //! the global allocator (src/main.rs), a background thread returns pages a second after
 //! they were freed (`dirty_decay_ms:1000`, none kept half-returned), and
 //! [`release_free`] purges every arena at once after a burst. The
-//! 5,000-pod load: RSS after a restart 46 against 75 MiB with glibc
+//! 5,000-pod load: RSS after a restart 33-36 against 56-64 MiB with glibc
 //! (README, "jemalloc in the image"). `_RJEM_MALLOC_CONF` overrides the
 //! options at run time.
 
@@ -64,33 +64,39 @@ fn jemalloc_read<T: Copy>(name: &std::ffi::CStr) -> Option<T> {
 /// Tables smaller than this are never shrunk: not worth a rehash.
 const TRIM_ABOVE: usize = 64;
 
-/// Shrinks a map a burst grew once it holds under a quarter of its room,
-/// to twice what it holds (so a map that fills again is not shrunk on
-/// every removal). A hash table keeps its largest size: the writer's
-/// queue, whose entries carry a whole report status (about 500 bytes),
-/// kept 8.5 MB after the 10,000 writes a restart queued at 10,000 pods
-/// had been written (heaptrack, README "jemalloc in the image").
+/// A table a burst grew gives its room back once it holds under a
+/// quarter of it: shrunk to twice what it holds (so a table that fills
+/// again is not shrunk on every removal). A hash table keeps its largest
+/// size: the writer's queue, whose entries carry a whole report status
+/// (about 500 bytes), kept 8.5 MB after the 10,000 writes a restart
+/// queued at 10,000 pods had been written (heaptrack, README "jemalloc in
+/// the image"). The size to shrink to, if it should.
+fn trimmed(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > TRIM_ABOVE && len * 4 < capacity).then_some(len * 2)
+}
+
+/// Gives a map's room back (`trimmed`).
 pub fn trim_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) {
-    if map.capacity() > TRIM_ABOVE && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
+    if let Some(to) = trimmed(map.len(), map.capacity()) {
+        map.shrink_to(to);
     }
 }
 
-/// As [`trim_map`], for a set.
+/// Gives a set's room back (`trimmed`).
 pub fn trim_set<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
     set: &mut std::collections::HashSet<K, S>,
 ) {
-    if set.capacity() > TRIM_ABOVE && set.len() * 4 < set.capacity() {
-        set.shrink_to(set.len() * 2);
+    if let Some(to) = trimmed(set.len(), set.capacity()) {
+        set.shrink_to(to);
     }
 }
 
-/// As [`trim_map`], for a queue.
+/// Gives a queue's room back (`trimmed`).
 pub fn trim_deque<T>(q: &mut std::collections::VecDeque<T>) {
-    if q.capacity() > TRIM_ABOVE && q.len() * 4 < q.capacity() {
-        q.shrink_to(q.len() * 2);
+    if let Some(to) = trimmed(q.len(), q.capacity()) {
+        q.shrink_to(to);
     }
 }
 

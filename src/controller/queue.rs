@@ -170,11 +170,10 @@ impl Queue {
     /// Ends the write in flight for `key`.
     pub fn done(&mut self, key: &Key, outcome: Outcome, now: Instant) {
         self.in_flight.remove(key);
-        memory::trim_set(&mut self.in_flight);
         match outcome {
             Outcome::Done => {
                 self.backoff.remove(key);
-                memory::trim_map(&mut self.backoff);
+                self.trim();
                 if self.pending.contains_key(key) {
                     self.ready.push_back(key.clone());
                 }
@@ -222,6 +221,7 @@ impl Queue {
         self.ready.clear();
         self.backoff.clear();
         self.timers.clear();
+        self.trim();
     }
 
     /// Forgets everything, the writes in flight too (their futures are
@@ -229,12 +229,16 @@ impl Queue {
     pub fn clear(&mut self) {
         self.clear_pending();
         self.in_flight.clear();
+        self.trim();
     }
 
-    /// The room a burst of work left (`memory::trim_map`).
+    /// Gives back the room a burst of work left in the tables
+    /// (`memory::trim_map`); cleared ones too (`clear` keeps room).
     fn trim(&mut self) {
         memory::trim_map(&mut self.pending);
         memory::trim_deque(&mut self.ready);
+        memory::trim_set(&mut self.in_flight);
+        memory::trim_map(&mut self.backoff);
     }
 
     /// Neither in flight nor backing off.
@@ -311,6 +315,13 @@ mod tests {
             "{} of {full}",
             q.pending.capacity()
         );
+        assert!(q.ready.capacity() <= 128, "{}", q.ready.capacity());
+        // A burst dropped with the lease gives its room back too.
+        for i in 0..10_000 {
+            q.push(apply(&format!("r{i}"), Verdict::Pending, 0, t));
+        }
+        q.clear();
+        assert!(q.pending.capacity() * 8 < full, "{}", q.pending.capacity());
         assert!(q.ready.capacity() <= 128, "{}", q.ready.capacity());
     }
 
