@@ -73,6 +73,13 @@ pub struct Run {
     /// In the newest status (`state` or `lastState`); false for a run only an
     /// earlier observation showed (the controller keeps those).
     pub in_status: bool,
+    /// A digest of the run's `containerID`, when the status names one: the
+    /// kubelet creates a new container for every run, so two observations
+    /// of one running container with different start times are one run
+    /// whose `startedAt` was rewritten (a fake kubelet behind its work does
+    /// that), not a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<std::num::NonZeroU64>,
 }
 
 impl Run {

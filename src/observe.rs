@@ -66,7 +66,17 @@ fn ended_run(
         reason: term.reason.clone(),
         current,
         in_status: true,
+        container: container_digest(term.container_id.as_deref()),
     }
+}
+
+/// A digest of a `containerID` (only ever compared within one process).
+fn container_digest(id: Option<&str>) -> Option<std::num::NonZeroU64> {
+    use std::hash::{Hash, Hasher};
+    let id = id.filter(|id| !id.is_empty())?;
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    std::num::NonZeroU64::new(h.finish())
 }
 
 /// Reads the runs of one container status (lastState first, then state).
@@ -98,6 +108,7 @@ fn runs_of(status: &ContainerStatus, latest: &mut i64) -> (StateKind, Vec<Run>) 
                 reason: None,
                 current: true,
                 in_status: true,
+                container: container_digest(status.container_id.as_deref()),
             });
         } else if let Some(term) = state.terminated.as_ref() {
             kind = StateKind::Terminated;

@@ -563,6 +563,7 @@ fn snapshot(sim: &Sim, now: i64) -> PodFacts {
                     reason: None,
                     current,
                     in_status: true,
+                    container: None,
                 }
             };
             let mut n = seen.len();

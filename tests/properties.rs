@@ -626,6 +626,7 @@ fn gen_facts() -> impl Strategy<Value = (PodFacts, Vec<EventFact>)> {
             reason: None,
             current,
             in_status: true,
+            container: None,
         });
     let container = (
         prop::sample::select(vec![Role::Sidecar, Role::Sidecar, Role::Init, Role::App]),

@@ -8,7 +8,9 @@
 //! older runs, the order in which transitions appeared (the watch-order time
 //! source) and the grace period of a shutdown. (A restart count going down
 //! is not taken for a re-created sandbox: seen live, a restarted sidecar's
-//! count briefly reads 0 inside a running sandbox.)
+//! count briefly reads 0 inside a running sandbox.) A running container
+//! whose start time moves without a new container ID is one run, not a
+//! restart (`moved_start`).
 
 use crate::model::{EventFact, PodFacts, Run, StateKind};
 use crate::time::Moment;
@@ -69,13 +71,23 @@ impl History {
             else {
                 continue;
             };
+            // The running run whose start time the new status rewrote, if any.
+            let moved = prev.runs.iter().position(|p| {
+                c.runs.iter().any(|r| moved_start(p, r)) && !c.runs.iter().any(|r| same_run(p, r))
+            });
             for run in c.runs.iter_mut() {
-                let same = prev.runs.iter().find(|p| same_run(p, run));
+                let same = prev
+                    .runs
+                    .iter()
+                    .find(|p| same_run(p, run))
+                    .or_else(|| moved.map(|i| &prev.runs[i]).filter(|p| moved_start(p, run)));
                 match same {
                     Some(p) => {
                         if let (Some(m), Some(s)) = (run.started.as_mut(), p.started) {
                             m.seen = s.seen;
-                            m.nanos = m.nanos.or(s.nanos);
+                            if m.secs == s.secs {
+                                m.nanos = m.nanos.or(s.nanos);
+                            }
                         }
                         if let Some(m) = run.finished.as_mut() {
                             m.seen = p.finished.map_or(Some(seq), |f| f.seen);
@@ -98,7 +110,9 @@ impl History {
             let mut older: Vec<Run> = prev
                 .runs
                 .iter()
-                .filter(|p| !c.runs.iter().any(|r| same_run(p, r)))
+                .enumerate()
+                .filter(|(i, p)| Some(*i) != moved && !c.runs.iter().any(|r| same_run(p, r)))
+                .map(|(_, p)| p)
                 .cloned()
                 .map(|mut r| {
                     r.in_status = false;
@@ -160,6 +174,24 @@ fn same_run(a: &Run, b: &Run) -> bool {
             || (secs(a.finished) == secs(b.finished) && a.exit_code == b.exit_code))
 }
 
+/// The same running container in an older (`a`) and a newer (`b`)
+/// observation with another start time: one run whose `startedAt` was
+/// rewritten, since the kubelet makes a new container (a new
+/// `containerID`) for every run. A real kubelet never rewrites it; kwok
+/// does when it plays a start stage twice from a stale copy of the pod.
+/// Taken for one run, a restarted controller (which sees only the newest
+/// start) and one that watched both reach the same verdict.
+fn moved_start(a: &Run, b: &Run) -> bool {
+    a.current
+        && b.current
+        && a.finished.is_none()
+        && b.finished.is_none()
+        && a.started.is_some()
+        && b.started.is_some()
+        && a.container.is_some()
+        && a.container == b.container
+}
+
 /// Orders two versions of the same event object: the later update wins.
 fn newer(a: &EventFact, b: &EventFact) -> bool {
     // A total order over every field, so a tie never depends on arrival order.
@@ -189,5 +221,42 @@ fn keep_shutdown_deadline(old: &PodFacts, new: &mut PodFacts) {
         && new.containers.iter().all(|c| c.state != StateKind::Running)
     {
         new.deletion = Some(before);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+    use crate::rules::test_support::{container, pod, run};
+    use std::num::NonZeroU64;
+
+    /// A pod whose one sidecar runs since `start`, in container `id`.
+    fn running_since(start: i64, id: u64) -> PodFacts {
+        let mut r = run(start, None);
+        r.container = NonZeroU64::new(id);
+        pod(vec![container("s", Role::Sidecar, 0, 0, vec![r])])
+    }
+
+    #[test]
+    fn a_start_moved_in_the_same_container_is_one_run_and_a_new_container_another() {
+        let mut h = History::new(running_since(1, 7));
+        h.observe(running_since(2, 7));
+        let runs = &h.pod.containers[0].runs;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(
+            runs[0].started.map(|m| m.secs),
+            Some(crate::rules::test_support::T + 2)
+        );
+
+        // Another container ID: a run the status no longer shows, kept.
+        let mut h = History::new(running_since(1, 7));
+        h.observe(running_since(2, 8));
+        assert_eq!(h.pod.containers[0].runs.len(), 2);
+
+        // No container ID: nothing proves it is the same run.
+        let mut h = History::new(running_since(1, 0));
+        h.observe(running_since(2, 0));
+        assert_eq!(h.pod.containers[0].runs.len(), 2);
     }
 }

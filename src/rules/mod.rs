@@ -262,6 +262,7 @@ pub(crate) mod test_support {
             reason: None,
             current: false,
             in_status: true,
+            container: None,
         }
     }
 
