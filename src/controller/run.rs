@@ -99,6 +99,10 @@ async fn ensure_crd(client: &Client) -> Result<(), RunError> {
 enum Input {
     /// A pod watch event and the namespace its watch covers (None: all).
     Pod(Option<String>, Box<WEvent<Pod>>),
+    /// Every pod of a (re)list of that namespace is in (its `InitDone` may
+    /// wait for the stored reports): the store is told, then the sender,
+    /// which starts the Event watch of that namespace.
+    PodsListed(Option<String>, Arc<tokio::sync::watch::Sender<bool>>),
     Event(Box<WEvent<Event>>),
     Node(Box<WEvent<Node>>),
 }
@@ -139,13 +143,27 @@ fn watches(
         // the events of pods the list holds would all wait for their pod
         // (and past `pending::MAX_PENDING_EVENTS`, be lost).
         let (listed_tx, mut listed_rx) = tokio::sync::watch::channel(false);
+        let listed_tx = Arc::new(listed_tx);
         let preloaded = preloaded.clone();
+        let pod_scope = scope.clone();
         all.push(Box::pin(
             watcher::watcher(pods, cfg.clone())
                 .default_backoff()
+                .map(move |r| r.map(|e| Input::Pod(pod_scope.clone(), Box::new(wire::into_k8s(e)))))
+                // Every pod of the list went to the store before its end came
+                // out of the watcher: the events start then (`PodsListed`),
+                // while the end itself waits for the stored reports (at
+                // 10,000 pods they take longer than the pods).
+                .flat_map(move |r| {
+                    let listed =
+                        matches!(&r, Ok(Input::Pod(_, e)) if matches!(**e, WEvent::InitDone));
+                    let marker =
+                        listed.then(|| Ok(Input::PodsListed(scope.clone(), listed_tx.clone())));
+                    stream::iter(marker.into_iter().chain([r]))
+                })
                 .then(move |r| {
                     // Only a list's end waits; every other event goes on as it is.
-                    if !matches!(r, Ok(WEvent::InitDone)) {
+                    if !matches!(&r, Ok(Input::Pod(_, e)) if matches!(**e, WEvent::InitDone)) {
                         return future::Either::Left(future::ready(r));
                     }
                     let mut preloaded = preloaded.clone();
@@ -154,13 +172,7 @@ fn watches(
                         let _ = preloaded.wait_for(|done| *done).await;
                         r
                     })
-                })
-                .inspect(move |r| {
-                    if matches!(r, Ok(WEvent::InitDone)) {
-                        listed_tx.send_replace(true);
-                    }
-                })
-                .map(move |r| r.map(|e| Input::Pod(scope.clone(), Box::new(wire::into_k8s(e))))),
+                }),
         ));
         let client = client.clone();
         all.push(Box::pin(
@@ -503,6 +515,11 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                                 r.updates
                             }
                         }
+                    }
+                    Input::PodsListed(scope, events_go) => {
+                        store.pods_listed(scope.as_deref(), seen);
+                        events_go.send_replace(true);
+                        Vec::new()
                     }
                     Input::Node(ev) => {
                         metrics.watch_events.with_label_values(&["node"]).inc();

@@ -218,6 +218,8 @@ pub struct Store {
     /// Pods listed so far by each (re)list in progress, by its watch's
     /// namespace (None: all namespaces).
     resync: HashMap<Option<String>, HashSet<Key>>,
+    /// The (re)lists in progress that hold every pod already (`pods_listed`).
+    resync_whole: HashSet<Option<String>>,
     /// Tracked pods by (startup, shutdown) verdict, kept as they change.
     verdicts: HashMap<(Verdict, Verdict), i64>,
     /// Reports whose pod is gone, by when it ended: what GC may delete.
@@ -237,6 +239,7 @@ impl Store {
             pending: Pending::default(),
             preloaded: HashMap::new(),
             resync: HashMap::new(),
+            resync_whole: HashSet::new(),
             verdicts: HashMap::new(),
             gone: Gone::default(),
             nodes: Nodes::default(),
@@ -477,7 +480,26 @@ impl Store {
     /// A (re)list of pods starts, by the watch of one namespace (`scope`) or
     /// of all of them (None).
     pub fn pods_resync_start(&mut self, scope: Option<&str>) {
-        self.resync.insert(scope.map(String::from), HashSet::new());
+        let scope = scope.map(String::from);
+        self.resync_whole.remove(&scope);
+        self.resync.insert(scope, HashSet::new());
+    }
+
+    /// Every pod of the (re)list of `scope` is in, though its end waits
+    /// (for the stored reports, at start-up). Once every list in progress
+    /// is whole, an event about a pod none of them held is about a pod gone
+    /// before them, as after `pods_resync_done`: the events listed in the
+    /// meantime are not kept waiting for pods that will never come (3,000
+    /// deleted pods' 18,000 events at the 10,000-pod load's restart, more
+    /// than `pending::MAX_PENDING_EVENTS`).
+    pub fn pods_listed(&mut self, scope: Option<&str>, now: i64) {
+        let scope = scope.map(String::from);
+        if self.resync.contains_key(&scope) {
+            self.resync_whole.insert(scope);
+        }
+        if self.resync.keys().all(|s| self.resync_whole.contains(s)) {
+            self.pending.listed(now);
+        }
     }
 
     /// A (re)list of pods ended: pods of its scope not listed are gone, and
@@ -485,7 +507,9 @@ impl Store {
     /// seen from outside. Other namespaces' pods and reports are untouched.
     pub fn pods_resync_done(&mut self, scope: Option<&str>, now: i64) -> Resynced {
         let mut out = Resynced::default();
-        let Some(listed) = self.resync.remove(&scope.map(String::from)) else {
+        let scope_key = scope.map(String::from);
+        self.resync_whole.remove(&scope_key);
+        let Some(listed) = self.resync.remove(&scope_key) else {
             return out;
         };
         let in_scope = |ns: &str| scope.is_none_or(|s| s == ns);
@@ -853,6 +877,42 @@ mod tests {
                 name: String::new()
             }
         );
+    }
+
+    #[test]
+    fn events_listed_before_a_whole_pod_list_ends_wait_for_no_pod_it_lacked() {
+        let started: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p.18eba42b1ca5d72d", "namespace": "ns"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u1",
+                "fieldPath": "spec.initContainers{s}"},
+            "reason": "Started", "message": "Started container s", "type": "Normal",
+            "firstTimestamp": "2025-07-14T00:00:01Z", "lastTimestamp": "2025-07-14T00:00:01Z",
+            "count": 1
+        }))
+        .unwrap();
+        let pod = sidecar_pod(
+            "ns",
+            "p",
+            "u1",
+            serde_json::json!({"running": {"startedAt": "2025-07-14T00:00:02Z"}}),
+        );
+        // Ten minutes after the event: a pod the list lacked was gone by then.
+        let now = 1_752_451_200 + 600;
+        let first_judgement = |whole: bool| {
+            let mut s = Store::new(Config::default());
+            s.pods_resync_start(None);
+            if whole {
+                s.pods_listed(None, now);
+            }
+            assert!(s.event_applied(&started, now).is_empty());
+            s.pods_resync_done(None, now);
+            s.pod_applied(&pod, now)
+        };
+        let without = Store::new(Config::default()).pod_applied(&pod, now);
+        // Told the list is whole, the event of a pod it lacks is not kept.
+        assert_eq!(first_judgement(true)[0].status, without[0].status);
+        // Not told, it waited (the list could still bring its pod).
+        assert_ne!(first_judgement(false)[0].status, without[0].status);
     }
 
     #[test]
