@@ -20,16 +20,60 @@ pub enum SecsFrom {
 }
 
 /// One point in time, as precisely as the sources knew it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// 24 bytes (40 with `Option` fields): the controller holds about 17 per
+/// tracked pod (two per container run, two per event), so the optional
+/// parts are kept as plain numbers with a value that means "unknown", read
+/// and set only through `nanos()`, `seen()` and their setters. The JSON
+/// form is the plain one (`MomentRepr`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "MomentRepr", into = "MomentRepr")]
 pub struct Moment {
     /// Unix seconds (always known).
     pub secs: i64,
     pub secs_from: SecsFrom,
-    /// Unix nanoseconds of the kubelet clock, from a kubelet event's name.
-    pub nanos: Option<i64>,
+    /// Unix nanoseconds of the kubelet clock, from a kubelet event's name;
+    /// `NO_NANOS` when unknown.
+    nanos: i64,
     /// Position in the order in which the controller saw status transitions
-    /// (a monotonic counter of its own); only set for transitions it saw happen.
-    pub seen: Option<u32>,
+    /// (a monotonic counter of its own), plus one; 0 when it did not see
+    /// the transition happen.
+    seen: u32,
+}
+
+/// `Moment::nanos` unknown (no kubelet clock is at the lowest `i64`).
+const NO_NANOS: i64 = i64::MIN;
+
+/// `Moment` as JSON (and as `Debug` prints it).
+#[derive(Debug, Serialize, Deserialize)]
+struct MomentRepr {
+    secs: i64,
+    secs_from: SecsFrom,
+    nanos: Option<i64>,
+    seen: Option<u32>,
+}
+
+impl From<MomentRepr> for Moment {
+    fn from(r: MomentRepr) -> Moment {
+        Moment::new(r.secs, r.secs_from, r.nanos, r.seen)
+    }
+}
+
+impl From<Moment> for MomentRepr {
+    fn from(m: Moment) -> MomentRepr {
+        MomentRepr {
+            secs: m.secs,
+            secs_from: m.secs_from,
+            nanos: m.nanos(),
+            seen: m.seen(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Moment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        MomentRepr::from(*self).fmt(f)
+    }
 }
 
 /// The source that decided a comparison.
@@ -47,29 +91,52 @@ pub enum Source {
 }
 
 impl Moment {
-    pub fn status(secs: i64) -> Self {
-        Moment {
+    pub fn new(secs: i64, secs_from: SecsFrom, nanos: Option<i64>, seen: Option<u32>) -> Self {
+        let mut m = Moment {
             secs,
-            secs_from: SecsFrom::Status,
-            nanos: None,
-            seen: None,
-        }
+            secs_from,
+            nanos: NO_NANOS,
+            seen: 0,
+        };
+        m.set_nanos(nanos);
+        m.set_seen(seen);
+        m
+    }
+
+    pub fn status(secs: i64) -> Self {
+        Moment::new(secs, SecsFrom::Status, None, None)
     }
 
     pub fn event(secs: i64, nanos: Option<i64>) -> Self {
-        Moment {
-            secs,
-            secs_from: SecsFrom::Event,
-            nanos,
-            seen: None,
-        }
+        Moment::new(secs, SecsFrom::Event, nanos, None)
+    }
+
+    /// Unix nanoseconds of the kubelet clock, from a kubelet event's name.
+    pub fn nanos(&self) -> Option<i64> {
+        (self.nanos != NO_NANOS).then_some(self.nanos)
+    }
+
+    pub fn set_nanos(&mut self, nanos: Option<i64>) {
+        // The lowest i64 (year 1677) reads as unknown: no kubelet clock is there.
+        self.nanos = nanos.unwrap_or(NO_NANOS);
+    }
+
+    /// Position in the order in which the controller saw status transitions
+    /// (a monotonic counter of its own); only set for transitions it saw happen.
+    pub fn seen(&self) -> Option<u32> {
+        self.seen.checked_sub(1)
+    }
+
+    pub fn set_seen(&mut self, seen: Option<u32>) {
+        // Saturates at the 4-billionth transition seen: never reached.
+        self.seen = seen.map_or(0, |s| s.saturating_add(1));
     }
 
     /// The sort key used to order moments for display; not a judgement.
     pub fn sort_key(&self) -> (i64, i64) {
         (
             self.secs,
-            self.nanos.map_or(0, |n| n.rem_euclid(1_000_000_000)),
+            self.nanos().map_or(0, |n| n.rem_euclid(1_000_000_000)),
         )
     }
 }
@@ -95,12 +162,12 @@ pub fn compare(a: &Moment, b: &Moment) -> Option<(Ordering, Source)> {
     if gap.saturating_abs() >= needed {
         return Some((gap.cmp(&0), Source::StatusSeconds));
     }
-    if let (Some(x), Some(y)) = (a.nanos, b.nanos)
+    if let (Some(x), Some(y)) = (a.nanos(), b.nanos())
         && x != y
     {
         return Some((x.cmp(&y), Source::EventClock));
     }
-    if let (Some(x), Some(y)) = (a.seen, b.seen)
+    if let (Some(x), Some(y)) = (a.seen(), b.seen())
         && x != y
     {
         return Some((x.cmp(&y), Source::WatchOrder));
@@ -183,8 +250,8 @@ mod tests {
         assert_eq!(before(&a, &b), Before::Yes(Source::EventClock));
         let mut c = Moment::status(10);
         let mut d = Moment::status(10);
-        c.seen = Some(5);
-        d.seen = Some(4);
+        c.set_seen(Some(5));
+        d.set_seen(Some(4));
         assert_eq!(before(&c, &d), Before::No(Source::WatchOrder));
     }
 }

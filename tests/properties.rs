@@ -603,11 +603,13 @@ fn gen_moment() -> impl Strategy<Value = Moment> {
         prop::option::of(0..2_000_000_000i64),
         prop::option::of(0..6u32),
     )
-        .prop_map(|(s, from, nanos, seen)| Moment {
-            secs: BASE + s,
-            secs_from: from,
-            nanos: nanos.map(|n| (BASE + s - 1) * 1_000_000_000 + n),
-            seen,
+        .prop_map(|(s, from, nanos, seen)| {
+            Moment::new(
+                BASE + s,
+                from,
+                nanos.map(|n| (BASE + s - 1) * 1_000_000_000 + n),
+                seen,
+            )
         })
 }
 
@@ -709,11 +711,12 @@ fn gen_facts() -> impl Strategy<Value = (PodFacts, Vec<EventFact>)> {
                     .enumerate()
                     .map(|(i, (c, reason, probe, count, first, delta))| {
                         let last = if count > 1 {
-                            Moment {
-                                secs: first.secs + delta,
-                                nanos: first.nanos.map(|x| x + delta * 1_000_000_000),
-                                ..first
-                            }
+                            Moment::new(
+                                first.secs + delta,
+                                first.secs_from,
+                                first.nanos().map(|x| x + delta * 1_000_000_000),
+                                first.seen(),
+                            )
                         } else {
                             first
                         };

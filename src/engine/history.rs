@@ -84,13 +84,13 @@ impl History {
                 match same {
                     Some(p) => {
                         if let (Some(m), Some(s)) = (run.started.as_mut(), p.started) {
-                            m.seen = s.seen;
+                            m.set_seen(s.seen());
                             if m.secs == s.secs {
-                                m.nanos = m.nanos.or(s.nanos);
+                                m.set_nanos(m.nanos().or(s.nanos()));
                             }
                         }
                         if let Some(m) = run.finished.as_mut() {
-                            m.seen = p.finished.map_or(Some(seq), |f| f.seen);
+                            m.set_seen(p.finished.map_or(Some(seq), |f| f.seen()));
                         }
                     }
                     // A run new to the history is dated by the watch only when
@@ -101,7 +101,7 @@ impl History {
                     None => {
                         let fresh = run.current && run.finished.is_none();
                         if let Some(m) = run.started.as_mut() {
-                            m.seen = fresh.then_some(seq);
+                            m.set_seen(fresh.then_some(seq));
                         }
                     }
                 }
@@ -195,7 +195,7 @@ fn moved_start(a: &Run, b: &Run) -> bool {
 /// Orders two versions of the same event object: the later update wins.
 fn newer(a: &EventFact, b: &EventFact) -> bool {
     // A total order over every field, so a tie never depends on arrival order.
-    let m = |m: &Moment| (m.secs, m.nanos, m.seen, m.secs_from);
+    let m = |m: &Moment| (m.secs, m.nanos(), m.seen(), m.secs_from);
     let key = |e: &EventFact| {
         (
             e.count,

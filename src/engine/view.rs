@@ -220,7 +220,7 @@ impl View<'_> {
 fn generation(boundaries: &[Moment], start: &Moment) -> usize {
     boundaries
         .iter()
-        .filter(|b| match (b.secs == start.secs, b.nanos, start.nanos) {
+        .filter(|b| match (b.secs == start.secs, b.nanos(), start.nanos()) {
             (true, Some(x), Some(y)) => x <= y,
             (true, _, _) => true,
             (false, _, _) => b.secs < start.secs,
@@ -230,11 +230,10 @@ fn generation(boundaries: &[Moment], start: &Moment) -> usize {
 
 /// Attaches an event's nanoseconds to a status moment of the same second.
 fn refine(status: Moment, ev: &Moment) -> Moment {
-    if ev.nanos.is_some() && (ev.secs - status.secs).abs() <= 1 && status.nanos.is_none() {
-        Moment {
-            nanos: ev.nanos,
-            ..status
-        }
+    if ev.nanos().is_some() && (ev.secs - status.secs).abs() <= 1 && status.nanos().is_none() {
+        let mut m = status;
+        m.set_nanos(ev.nanos());
+        m
     } else {
         status
     }
@@ -540,13 +539,12 @@ fn termination(pod: &PodFacts, lines: &[Line]) -> Option<Termination> {
             && stopped
             && let Some(k) = first_kill
         {
-            let deadline = Moment {
-                secs: k.secs.saturating_add(pod.grace_secs),
-                nanos: k
-                    .nanos
+            let mut deadline = k;
+            deadline.secs = k.secs.saturating_add(pod.grace_secs);
+            deadline.set_nanos(
+                k.nanos()
                     .map(|n| n.saturating_add(pod.grace_secs.saturating_mul(1_000_000_000))),
-                ..k
-            };
+            );
             return Some(Termination {
                 start: k,
                 deadline,

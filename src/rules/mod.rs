@@ -102,7 +102,7 @@ pub struct Ctx<'a> {
 /// A moment as evidence: RFC 3339, with milliseconds when the kubelet's
 /// event clock gave them.
 pub fn at(m: &Moment) -> String {
-    match m.nanos {
+    match m.nanos() {
         Some(n) => {
             format!(
                 "{}.{:03}",

@@ -42,8 +42,8 @@ fn before_probe(a: &Moment, b: &Moment) -> Before {
     match before(a, b) {
         Before::Yes(crate::time::Source::EventClock)
         | Before::No(crate::time::Source::EventClock)
-            if a.nanos
-                .zip(b.nanos)
+            if a.nanos()
+                .zip(b.nanos())
                 .is_some_and(|(x, y)| (x - y).abs() < PROBE_EVENT_LAG_NS) =>
         {
             Before::Unknown
@@ -93,7 +93,8 @@ fn gate_bound(v: &View, up: usize, r: &RunView) -> Option<Moment> {
             let latest = |m: &Moment| {
                 (
                     m.secs,
-                    m.nanos.map_or(999_999_999, |n| n.rem_euclid(1_000_000_000)),
+                    m.nanos()
+                        .map_or(999_999_999, |n| n.rem_euclid(1_000_000_000)),
                 )
             };
             if latest(&f) > latest(&bound) {
