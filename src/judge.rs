@@ -407,7 +407,7 @@ fn report(
                 first_started_at: line.earliest_start().map(|m| at(&m)),
                 finished_at: finished.map(|m| at(&m)),
                 exit_code: current.and_then(|r| r.exit_code),
-                reason: current.and_then(|r| r.reason.clone()),
+                reason: current.and_then(|r| r.reason.as_deref().map(Into::into)),
             }
         })
         .collect();

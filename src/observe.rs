@@ -63,7 +63,7 @@ fn ended_run(
         finished: note(&term.finished_at),
         exit_code: Some(term.exit_code),
         signal: term.signal,
-        reason: term.reason.clone(),
+        reason: term.reason.as_deref().map(Into::into),
         current,
         in_status: true,
         container: container_digest(term.container_id.as_deref()),
@@ -382,8 +382,9 @@ impl RawEvent {
             )
         });
         EventFit::Used(EventFact {
-            key: b.key.to_string(),
-            container,
+            key: b.key.clone(),
+            // A pod has far fewer than 65,536 containers.
+            container: container.and_then(|i| u16::try_from(i).ok()),
             reason: b.reason,
             probe,
             count: b.count,

@@ -649,8 +649,8 @@ fn events_at(sim: &Sim, now: i64, delay: i64, expired_before: i64) -> Vec<EventF
             }
             Some(EventFact {
                 // As the kubelet names them: `<pod>.<hex UnixNano>` (made unique).
-                key: format!("p-{k}.{:x}", first * 1_000_000),
-                container: e.container,
+                key: format!("p-{k}.{:x}", first * 1_000_000).into(),
+                container: e.container.map(|i| i as u16),
                 reason: e.reason?,
                 probe: e.probe,
                 count: occ.len() as u32,
@@ -923,7 +923,7 @@ fn pod_json(p: &PodFacts) -> Pod {
 fn event_json(p: &PodFacts, e: &EventFact) -> Event {
     let mut obj = json!({"kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid});
     if let Some(i) = e.container {
-        let c = &p.containers[i];
+        let c = &p.containers[usize::from(i)];
         let list = if c.role == Role::App {
             "spec.containers"
         } else {

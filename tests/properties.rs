@@ -721,9 +721,9 @@ fn gen_facts() -> impl Strategy<Value = (PodFacts, Vec<EventFact>)> {
                             first
                         };
                         EventFact {
-                            key: format!("{POD}.ev{i}"),
+                            key: format!("{POD}.ev{i}").into(),
                             container: (reason != EventReason::ExceededGracePeriod)
-                                .then(|| c.index(n)),
+                                .then(|| c.index(n) as u16),
                             reason,
                             probe: (reason == EventReason::Unhealthy).then_some(probe),
                             count,

@@ -267,7 +267,7 @@ pub fn build(h: &History) -> View<'_> {
     events.sort_by(|a, b| a.key.cmp(&b.key));
     for e in &events {
         latest = latest.max(e.last.secs);
-        match (e.container, e.reason) {
+        match (e.container.map(usize::from), e.reason) {
             (None, EventReason::ExceededGracePeriod) => exceeded = true,
             (None, EventReason::SandboxChanged) => {
                 boundaries.extend(occurrences(e));
@@ -343,7 +343,7 @@ pub fn build(h: &History) -> View<'_> {
                 running: r.current && c.state == StateKind::Running,
                 exit_code: r.exit_code,
                 signal: r.signal,
-                reason: r.reason.clone(),
+                reason: r.reason.as_deref().map(Into::into),
                 from_event: false,
                 evented,
                 first_in_sandbox: false,

@@ -348,7 +348,7 @@ pub(crate) mod test_support {
     ) -> EventFact {
         EventFact {
             key: key.into(),
-            container,
+            container: container.map(|i| i as u16),
             reason,
             probe,
             count,
