@@ -879,9 +879,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn events_listed_before_a_whole_pod_list_ends_wait_for_no_pod_it_lacked() {
-        let started: Event = serde_json::from_value(serde_json::json!({
+    /// The kubelet's Started event of sidecar `s` of pod ns/p (uid u1).
+    fn started_s_of_p() -> Event {
+        serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p.18eba42b1ca5d72d", "namespace": "ns"},
             "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u1",
                 "fieldPath": "spec.initContainers{s}"},
@@ -889,7 +889,12 @@ mod tests {
             "firstTimestamp": "2025-07-14T00:00:01Z", "lastTimestamp": "2025-07-14T00:00:01Z",
             "count": 1
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn events_listed_before_a_whole_pod_list_ends_wait_for_no_pod_it_lacked() {
+        let started = started_s_of_p();
         let pod = sidecar_pod(
             "ns",
             "p",
@@ -918,15 +923,7 @@ mod tests {
     #[test]
     fn an_event_that_arrives_before_its_pod_is_applied_when_the_pod_shows_up() {
         let mut s = Store::new(Config::default());
-        let started: Event = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p.18eba42b1ca5d72d", "namespace": "ns"},
-            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "ns", "uid": "u1",
-                "fieldPath": "spec.initContainers{s}"},
-            "reason": "Started", "message": "Started container s", "type": "Normal",
-            "firstTimestamp": "2025-07-14T00:00:01Z", "lastTimestamp": "2025-07-14T00:00:01Z",
-            "count": 1
-        }))
-        .unwrap();
+        let started = started_s_of_p();
         assert!(s.event_applied(&started, 100).is_empty());
         let pod = sidecar_pod(
             "ns",
