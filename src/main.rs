@@ -18,7 +18,12 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-#[tokio::main]
+// One thread: the controller's work is many small messages (watch events,
+// writes). With a worker thread per core, the run loop (on the main
+// thread) handed each one to a worker: a profile of a 5,000-pod take-in
+// (README, "One tokio thread again") found 22 % of the CPU in the kernel's
+// task switches.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match parse().command {
         Command::Analyze(args) => match run_analyze(&args).await {
