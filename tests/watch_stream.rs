@@ -343,6 +343,15 @@ fn a_start_time_rewritten_without_a_restart_is_one_run() {
     let updates = replay(&mut Store::new(Config::default()), &items);
     let last = last_for(&updates, "order-example");
     assert_eq!(last.status.sidecar_restarts, 0, "{:#?}", last.status);
+    // One run: no check of the sidecar is set aside as a restart's.
+    assert!(
+        last.status.report.checks.iter().all(|c| {
+            c.outcome != sidecar_order::report::Outcome::NotApplicable
+                || !c.containers.iter().any(|n| n == "second-sidecar")
+        }),
+        "{:#?}",
+        last.status.report.checks
+    );
     restart_rewrites_nothing_of(&items, true);
 }
 

@@ -489,9 +489,10 @@ impl Store {
     /// (for the stored reports, at start-up). Once every list in progress
     /// is whole, an event about a pod none of them held is about a pod gone
     /// before them, as after `pods_resync_done`: the events listed in the
-    /// meantime are not kept waiting for pods that will never come (3,000
-    /// deleted pods' 18,000 events at the 10,000-pod load's restart, more
-    /// than `pending::MAX_PENDING_EVENTS`).
+    /// meantime are not kept waiting for pods that will never come (at the
+    /// 10,000-pod load's restart, 3,000 deleted pods with a Started and a
+    /// Killing Event per container: more than `pending::MAX_PENDING_EVENTS`
+    /// by that count, not a measured one).
     pub fn pods_listed(&mut self, scope: Option<&str>, now: i64) {
         let scope = scope.map(String::from);
         if self.resync.contains_key(&scope) {
