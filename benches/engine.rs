@@ -10,6 +10,14 @@
 //!   watch sees of repeating probe failures).
 //! - `decode+analyze/json`: the whole path from kubectl JSON text, for
 //!   information (bytes per second).
+//! - `watch-pod`: what the controller does with each pod its watch sends,
+//!   from the JSON text to the facts (`WirePod`, into a `Pod`, then
+//!   `pod_facts`): the load harness's kwok pod read raw from the API server
+//!   (tests/fixtures/wire/pod.json) and every pod of the recorded
+//!   real-kubelet watch stream (tests/watch/rec-pods.jsonl), pods per second;
+//!   and `status_hash` of that pod's report (what the store does after each
+//!   judgement to tell whether the report changed, and the writer before
+//!   each write).
 //!
 //! Run: `cargo bench --bench engine` (or `make bench`).
 
@@ -17,6 +25,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::{Value, json};
 use sidecar_order::analyze::analyze;
+use sidecar_order::controller::ledger::status_hash;
+use sidecar_order::controller::wire::WirePod;
+use sidecar_order::crd::{ReportSpec, ReportStatus};
 use sidecar_order::input;
 use sidecar_order::judge::{Config, judge};
 use sidecar_order::model::EventFact;
@@ -249,6 +260,39 @@ fn benches(c: &mut Criterion) {
             let events = input::events("events.json", black_box(&events_text)).unwrap();
             analyze(&pods, &events, &cfg).unwrap()
         })
+    });
+    g.finish();
+
+    // (d) a watched pod, from its JSON text to its facts.
+    let recorded: Vec<String> =
+        serde_json::Deserializer::from_str(include_str!("../tests/watch/rec-pods.jsonl"))
+            .into_iter::<Value>()
+            .map(|v| v.unwrap()["object"].to_string())
+            .collect();
+    let kwok = vec![include_str!("../tests/fixtures/wire/pod.json").to_string()];
+    let mut g = c.benchmark_group("watch-pod");
+    for (label, texts) in [("kwok_load_pod", &kwok), ("recorded_real_pods", &recorded)] {
+        g.throughput(Throughput::Elements(texts.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(label), texts, |b, texts| {
+            b.iter(|| {
+                for t in texts {
+                    let pod: Pod = serde_json::from_str::<WirePod>(black_box(t))
+                        .unwrap()
+                        .into();
+                    black_box(pod_facts(&pod).unwrap());
+                }
+            })
+        });
+    }
+    let spec = ReportSpec {
+        pod_name: POD.into(),
+        pod_uid: "8e657419-1241-4a2e-9446-0bfb126993b2".into(),
+        workload: Some("Deployment/example".into()),
+    };
+    let status = ReportStatus::new(report.clone(), None);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("status_hash", |b| {
+        b.iter(|| status_hash(black_box(&spec), black_box(&status)))
     });
     g.finish();
 }
