@@ -91,7 +91,8 @@ macro_rules! same_resource_as {
 }
 
 /// `$wire`: a `$k8s` of the usual shape (metadata, spec, status) decoded
-/// without its managed fields.
+/// without its managed fields, its spec and status as `$spec` and
+/// `$status` (the k8s-openapi types, or leaner ones that turn into them).
 macro_rules! spec_and_status {
     ($(#[$doc:meta])* $wire:ident, $k8s:ident, $spec:ty, $status:ty) => {
         $(#[$doc])*
@@ -108,42 +109,28 @@ macro_rules! spec_and_status {
             fn from(o: $wire) -> $k8s {
                 $k8s {
                     metadata: o.metadata,
-                    spec: o.spec,
-                    status: o.status,
+                    spec: o.spec.map(Into::into),
+                    status: o.status.map(Into::into),
                 }
             }
         }
     };
 }
 
-/// A watched Pod: its metadata (less managed fields) and, of its spec and
-/// status, only what the controller reads (`observe::pod_facts`,
-/// `has_native_sidecar`, the pod's node). The rest (environment, volumes,
-/// resources, images, probe and hook bodies, messages) is skipped while
-/// parsing. In a profile of a 5,000-pod take-in, decoding the pod watch
-/// was 8 % of the controller's CPU (the writes about half); the bench
-/// `watch-pod` (benches/engine.rs) went from 12.9 to 9.0 µs per kwok pod
-/// and from 16.6 to 9.6 µs per recorded real pod. tests/wire.rs checks
-/// that every pod of the recorded real-kubelet stream and of the fixtures
-/// gives the same facts both ways.
-#[derive(Clone, Debug, Deserialize)]
-pub struct WirePod {
-    #[serde(default, deserialize_with = "meta")]
-    metadata: ObjectMeta,
-    spec: Option<LeanPodSpec>,
-    status: Option<LeanPodStatus>,
-}
-same_resource_as!(WirePod, Pod);
-
-impl From<WirePod> for Pod {
-    fn from(o: WirePod) -> Pod {
-        Pod {
-            metadata: o.metadata,
-            spec: o.spec.map(Into::into),
-            status: o.status.map(Into::into),
-        }
-    }
-}
+spec_and_status!(
+    /// A watched Pod: its metadata (less managed fields) and, of its spec and
+    /// status, only what the controller reads (`observe::pod_facts`,
+    /// `has_native_sidecar`, the pod's node). The rest (environment, volumes,
+    /// resources, images, probe and hook bodies, messages) is skipped while
+    /// parsing. In a profile of a 5,000-pod take-in, decoding the pod watch
+    /// was 8 % of the controller's CPU (the writes and their HTTP about
+    /// half); the bench `watch-pod` (benches/engine.rs) went from 12.9 to
+    /// 9.0 µs per kwok pod and from 16.6 to 9.6 µs per recorded real pod
+    /// (with the pods' facts; tests/watch/rec-pods.jsonl). tests/wire.rs checks
+    /// that every pod of the recorded real-kubelet stream and of the fixtures
+    /// gives the same facts both ways.
+    WirePod, Pod, LeanPodSpec, LeanPodStatus
+);
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
