@@ -45,6 +45,7 @@ mod settle;
 mod table;
 mod tally;
 mod timeline;
+mod unanswered;
 #[path = "../verify.rs"]
 mod verify;
 
@@ -486,12 +487,14 @@ async fn run(bin: String) -> Result<bool, String> {
     for r in &fleet {
         logs.push(r.lock().await.log());
     }
+    let lost_at_kill = unanswered::lost_at_kill(&stored, &cfg.ns, &logs, &rec.incarnations);
     let summary = table::Summary {
         cfg: &cfg,
         book: &copy,
         outcome: &outcome,
         stored: &stored,
         counted: &counted,
+        lost_at_kill: &lost_at_kill,
         events: &events,
         done: &done,
         two_leaders: timeline::two_leaders(&rec.samples, &rec.incarnations, cfg.scrape_every),

@@ -9,6 +9,7 @@ use crate::replicas::{self, Record};
 use crate::schedule::{Done, Fault};
 use crate::tally::{Counted, Events, Stored};
 use crate::timeline::quantile;
+use crate::unanswered::LostAtKill;
 use crate::verify::Outcome;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct Summary<'a> {
     pub outcome: &'a Outcome,
     pub stored: &'a Stored,
     pub counted: &'a Counted,
+    /// Violations stored by a write its SIGKILLed process left unanswered.
+    pub lost_at_kill: &'a [LostAtKill],
     pub events: &'a Events,
     pub done: &'a [Done],
     pub rec: &'a Record,
@@ -51,6 +54,7 @@ pub fn render(s: &Summary) -> (String, bool) {
         outcome,
         stored,
         counted,
+        lost_at_kill,
         events,
         done,
         rec,
@@ -73,9 +77,16 @@ pub fn render(s: &Summary) -> (String, bool) {
             .count()
     };
     let crashed = rec.incarnations.iter().filter(|i| i.crashed).count();
-    let metric_ok = counted.gaps.is_empty()
-        && counted.violations == stored.violations as f64
-        && counted.probe_failures == stored.probe_failures as f64;
+    // Per rule: counted, plus stored by a write its SIGKILLed process left
+    // unanswered (`unanswered::lost_at_kill`), is what the reports hold.
+    let lost_of = |rule: &str| lost_at_kill.iter().filter(|l| l.rule == rule).count() as f64;
+    let violations_ok = counted.gaps.is_empty()
+        && counted.violations + lost_at_kill.len() as f64 == stored.violations as f64
+        && stored
+            .by_rule
+            .iter()
+            .all(|(r, n)| counted.by_rule.get(r).copied().unwrap_or(0.0) + lost_of(r) == *n as f64);
+    let metric_ok = violations_ok && counted.probe_failures == stored.probe_failures as f64;
     let verdicts_ok = outcome.differ.is_empty()
         && outcome.missing.is_empty()
         && outcome.vanished.is_empty()
@@ -175,17 +186,36 @@ pub fn render(s: &Summary) -> (String, bool) {
         (
             "violations: counted vs stored".into(),
             format!(
-                "{}: {} counted over all processes, {} in the reports ({}); status writes left unanswered and read back: {}",
-                mark(counted.violations == stored.violations as f64 && counted.gaps.is_empty()),
+                "{}: {} counted over all processes{}, {} in the reports ({}); status writes left unanswered and read back: {}",
+                mark(violations_ok),
                 counted.violations,
+                if lost_at_kill.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " + {} stored by a status write its process left unanswered and was SIGKILLed before it could learn it landed ({})",
+                        lost_at_kill.len(),
+                        lost_at_kill
+                            .iter()
+                            .map(|l| format!(
+                                "{} {} by {} of replica {} pid {}",
+                                l.report, l.rule, l.write_id, l.replica, l.pid
+                            ))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                },
                 stored.violations,
                 stored
                     .by_rule
                     .iter()
-                    .map(|(r, n)| format!(
-                        "{r}: {} / {n}",
-                        counted.by_rule.get(r).copied().unwrap_or(0.0)
-                    ))
+                    .map(|(r, n)| {
+                        let c = counted.by_rule.get(r).copied().unwrap_or(0.0);
+                        match lost_of(r) {
+                            0.0 => format!("{r}: {c} / {n}"),
+                            l => format!("{r}: {c} + {l} / {n}"),
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 if counted.unanswered.is_empty() {

@@ -8,6 +8,8 @@
 //! could complete after), so the sum of the incarnations' last scrapes is
 //! everything all of them counted. An incarnation without such a scrape
 //! (it crashed, or did not answer) is a measurement gap, shown as such.
+//! A write whose connection broke before its answer came is the one
+//! exception: see `unanswered`.
 
 use crate::replicas::{Incarnation, PROBE_FAILURES, VIOLATIONS};
 use k8s_openapi::api::core::v1::Event;
@@ -29,6 +31,9 @@ pub struct Stored {
     pub rules: HashMap<String, Vec<String>>,
     /// Pod uid -> report name.
     pub report_of: HashMap<String, String>,
+    /// Report name -> the write that stored its status and the ones it
+    /// names as written over (`writeId`, then `earlierWriteIds`).
+    pub chains: HashMap<String, Vec<String>>,
 }
 
 /// What the incarnations counted (their last scrapes summed).
@@ -97,8 +102,21 @@ pub async fn stored(client: &Client, ns: &str) -> Result<Stored, kube::Error> {
             .entry(uid.clone())
             .or_default()
             .extend(vs.iter().map(|v| s(&v["rule"]).to_string()));
-        out.report_of
-            .insert(uid, r.metadata.name.clone().unwrap_or_default());
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let chain = st["writeId"]
+            .as_str()
+            .into_iter()
+            .chain(
+                st["earlierWriteIds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str),
+            )
+            .map(str::to_string)
+            .collect();
+        out.chains.insert(name.clone(), chain);
+        out.report_of.insert(uid, name);
     }
     Ok(out)
 }

@@ -389,7 +389,12 @@ impl ReportWriter {
             None if stored_rv.is_some() && not_seen.iter().any(|w| w.sent_over() == stored_rv) => {
                 return Err(not_seen);
             }
-            None => "unanswered_lost",
+            None => {
+                for w in &not_seen {
+                    log_unanswered(w, "lost");
+                }
+                "unanswered_lost"
+            }
         };
         self.count(result);
         Ok(result)
@@ -508,17 +513,24 @@ impl ReportWriter {
                 Ok(stored) => {
                     // Applied over the version read: no earlier unanswered
                     // write of this report landed.
-                    self.unanswered().remove(&key);
+                    if let Some(sent) = self.unanswered().remove(&key) {
+                        for w in sent.iter().filter(|w| w.write_id != write_id) {
+                            // A later write applied over its version.
+                            log_unanswered(w, "superseded");
+                        }
+                    }
                     let rv = stored.metadata.resource_version.as_deref();
                     let inc = self.ledger().record(&key, hash, &u.status, rv);
                     log_counted(u, &inc, &write_id, "answered");
                     return Ok(Some(inc));
                 }
                 Err(e) => {
-                    if e.not_applied()
-                        && let Some(sent) = self.unanswered().get_mut(&key)
-                    {
-                        sent.retain(|w| w.write_id != write_id);
+                    if let Some(sent) = self.unanswered().get_mut(&key) {
+                        if e.not_applied() {
+                            sent.retain(|w| w.write_id != write_id);
+                        } else if let Some(w) = sent.iter().find(|w| w.write_id == write_id) {
+                            log_unanswered(w, "unanswered");
+                        }
                     }
                     if !e.conflict() || attempts >= CONFLICT_ATTEMPTS {
                         return Err(e);
@@ -766,6 +778,28 @@ fn log_counted(u: &Update, inc: &Increments, write_id: &str, how: &str) {
             "violation counted"
         );
     }
+}
+
+/// One debug line (target `sidecar_order::counted`) when a status write is
+/// left without an answer (`how` "unanswered"), naming the violations it
+/// would add, and when it is found not to have landed ("superseded": a
+/// later write applied over the version it was sent over; "lost": read
+/// back). A process SIGKILLed with such a write
+/// unanswered cannot count it if it landed: the chaos run names those.
+fn log_unanswered(w: &Unanswered, how: &str) {
+    if !tracing::enabled!(target: "sidecar_order::counted", tracing::Level::DEBUG) {
+        return;
+    }
+    let inc = increments_over(w.before.clone(), &w.update.status);
+    let rules: Vec<&str> = inc.violations.iter().map(|v| v.rule.id()).collect();
+    tracing::debug!(
+        target: "sidecar_order::counted",
+        report = %format_args!("{}/{}", w.update.namespace, w.update.report_name),
+        write_id = w.write_id,
+        adds = rules.join(","),
+        how,
+        "status write unanswered"
+    );
 }
 
 /// The writes a shutdown leaves unanswered, read back for at most `within`.
