@@ -186,7 +186,13 @@ pub struct Report {
     pub gaps: Vec<String>,
     pub violations: Vec<Violation>,
     pub probe_failures: Vec<ProbeFailure>,
+    /// The containers as they were judged. The controller writes a report
+    /// when what it concludes changes (verdicts, evidence, violations,
+    /// probe failures, restarts, a check that did not pass, the pod's end),
+    /// so in a stored report these are as of that write.
     pub containers: Vec<ContainerReport>,
+    /// The decided checks. A passed check is written with the next change
+    /// of what the report concludes (for startup: when the last app started).
     pub checks: Vec<Check>,
 }
 

@@ -496,3 +496,65 @@ fn json_diff(a: &Value, b: &Value) -> String {
     walk(a, b, String::new(), &mut out);
     out.join("\n")
 }
+
+/// A report is written when what it concludes changes (`status_hash`),
+/// not at every container start or stop: the recorded two-sidecar pod went
+/// through 11 versions (scheduled, each container started, ready, each
+/// container stopped in reverse order, gone), and its report says
+/// something new only when it is first seen, when its startup is judged
+/// (the app started after both sidecars), when its shutdown is judged and
+/// when it is gone. The update that judges the startup carries the
+/// containers as they are then: all three started.
+#[test]
+fn a_report_is_written_when_its_conclusions_change_not_at_every_container_change() {
+    let items = stream();
+    let versions = items
+        .iter()
+        .filter(|(_, i)| matches!(i, Item::Pod(_, p) if p.metadata.name.as_deref() == Some("order-example")))
+        .count();
+    let mut store = Store::new(Config::default());
+    let updates: Vec<Update> = replay(&mut store, &items)
+        .into_iter()
+        .filter(|u| u.pod_name == "order-example")
+        .collect();
+    let said = |u: &Update| {
+        (
+            u.status.report.startup,
+            u.status.report.shutdown,
+            u.status.pod_ended_at.is_some(),
+            u.status.report.violations.len(),
+        )
+    };
+    assert_eq!(versions, 11);
+    assert!(
+        updates.len() <= 4,
+        "{} updates for {versions} pod versions: {:?}",
+        updates.len(),
+        updates.iter().map(said).collect::<Vec<_>>()
+    );
+    for w in updates.windows(2) {
+        assert_ne!(
+            said(&w[0]),
+            said(&w[1]),
+            "an update that concludes nothing new"
+        );
+    }
+    let judged = updates
+        .iter()
+        .find(|u| u.status.report.startup == Verdict::Verified)
+        .expect("the startup judged");
+    let started: Vec<&str> = judged
+        .status
+        .report
+        .containers
+        .iter()
+        .filter(|c| c.first_started_at.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(started.len(), 3, "{:#?}", judged.status.report.containers);
+    assert!(
+        judged.status.report.checks.len() >= 2,
+        "{:#?}",
+        judged.status.report.checks
+    );
+}

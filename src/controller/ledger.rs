@@ -4,11 +4,12 @@
 //! only by a write that succeeded. A write's increments (the metrics it
 //! adds, the violations it announces) are the part of its status not yet in
 //! that digest, so a restart, a failover or a retried write never counts a
-//! thing twice, and a status that equals the stored one is not written.
+//! thing twice, and a status that concludes what the stored one does is not
+//! written (`status_hash`).
 
 use crate::crd::{ReportSpec, ReportStatus};
 use crate::model::ProbeKind;
-use crate::report::{Report, Verdict, Violation};
+use crate::report::{Outcome, Report, Verdict, Violation};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -164,11 +165,20 @@ fn violation_key(v: &Violation) -> u64 {
     hash_of((v.rule, &v.containers))
 }
 
-/// A hash of the JSON the writer sends. The status's `write_id` and
-/// `earlier_write_ids` are left out: they name writes, not what was judged.
-/// The JSON is built in one buffer and hashed at once: fed to the hasher
-/// token by token (a few bytes each), SipHash's cost per call was most of
-/// the time.
+/// A hash of what a report concludes: the status is written when it
+/// changes, and only then. That is the verdicts, the evidence and its gaps,
+/// the violations, probe failures and restarts, every check that did not
+/// pass, the pod's end and its kubelet. A check that passed, and the
+/// containers' states and times, are written with the next such change
+/// (the startup verdict is decided when the last app starts, the shutdown
+/// verdict when the last container stops): one write per container start
+/// or stop would be about five per pod where one or two say the same
+/// (issue 12: the writes were most of the controller's CPU, and as many
+/// etcd writes as the pods' own). The status's `write_id` and
+/// `earlier_write_ids` are left out too: they name writes, not what was
+/// judged. The JSON is built in one buffer and hashed at once: fed to the
+/// hasher token by token (a few bytes each), SipHash's cost per call was
+/// most of the time.
 pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     // Every field named: a new one is hashed, or left out on purpose.
     let ReportStatus {
@@ -181,11 +191,39 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
         write_id: _,
         earlier_write_ids: _,
     } = s;
+    let Report {
+        startup,
+        shutdown,
+        sidecars,
+        evidence,
+        gaps,
+        violations,
+        probe_failures,
+        containers,
+        checks,
+    } = report;
     let mut json = Vec::with_capacity(1024);
     // Serialising these plain structs cannot fail; a failure would only
     // cost one unneeded write.
     let _ = serde_json::to_writer(&mut json, spec);
-    let _ = serde_json::to_writer(&mut json, report);
+    let _ = serde_json::to_writer(
+        &mut json,
+        &(
+            startup,
+            shutdown,
+            sidecars,
+            evidence,
+            gaps,
+            violations,
+            probe_failures,
+        ),
+    );
+    for c in containers {
+        let _ = serde_json::to_writer(&mut json, &(&c.name, c.restarts));
+    }
+    for c in checks.iter().filter(|c| c.outcome != Outcome::Verified) {
+        let _ = serde_json::to_writer(&mut json, c);
+    }
     let _ = serde_json::to_writer(
         &mut json,
         &(
