@@ -236,7 +236,12 @@ async fn run(bin: String) -> Result<bool, String> {
         churn: env("LOAD_CHURN", 20.0),
         churn_seconds: env("LOAD_SECONDS", 60),
         idle_seconds: env("LOAD_IDLE_SECONDS", 60),
-        quiet: Duration::from_secs(env("LOAD_QUIET_SECONDS", 5)),
+        // Longer than a report's containers may wait to be written
+        // (`writer::REFRESH_WITHIN`): settled means nothing left to write.
+        quiet: Duration::from_secs(env(
+            "LOAD_QUIET_SECONDS",
+            sidecar_order::controller::writer::REFRESH_WITHIN.as_secs() + 2,
+        )),
         settle_timeout: Duration::from_secs(env("LOAD_SETTLE_TIMEOUT", 600)),
         nodes: env("LOAD_NODES", 10),
     };

@@ -186,13 +186,13 @@ pub struct Report {
     pub gaps: Vec<String>,
     pub violations: Vec<Violation>,
     pub probe_failures: Vec<ProbeFailure>,
-    /// The containers as they were judged. The controller writes a report
-    /// when what it concludes changes (verdicts, evidence, violations,
-    /// probe failures, restarts, a check that did not pass, the pod's end),
-    /// so in a stored report these are as of that write.
+    /// The containers as they were judged. The controller writes a change
+    /// of what a report concludes (verdicts, evidence, violations, probe
+    /// failures, restarts, a check that did not pass, the pod's end) at
+    /// once, and a change of these within 10 s.
     pub containers: Vec<ContainerReport>,
-    /// The decided checks. A passed check is written with the next change
-    /// of what the report concludes (for startup: when the last app started).
+    /// The decided checks: one that passed is written within 10 s, with
+    /// the containers.
     pub checks: Vec<Check>,
 }
 

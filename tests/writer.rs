@@ -74,6 +74,7 @@ fn apply(u: Update) -> Work {
     Work::Apply(Outgoing {
         update: u,
         seen_at: Instant::now(),
+        urgent: true,
     })
 }
 
@@ -307,6 +308,7 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
         let o = Outgoing {
             update: update(v, vec![]),
             seen_at: Instant::now(),
+            urgent: true,
         };
         tx.send(Msg::Work(Work::Apply(o))).await.unwrap();
     }

@@ -111,7 +111,12 @@ fn config() -> Config {
         cut: Duration::from_secs_f64(env("CHAOS_CUT_SECONDS", 25.0)),
         gap: Duration::from_secs_f64(env("CHAOS_GAP_SECONDS", 4.0)),
         failover_timeout: Duration::from_secs(env("CHAOS_FAILOVER_TIMEOUT", 60)),
-        quiet: Duration::from_secs(env("LOAD_QUIET_SECONDS", 5)),
+        // Longer than a report's containers may wait to be written
+        // (`writer::REFRESH_WITHIN`): settled means nothing left to write.
+        quiet: Duration::from_secs(env(
+            "LOAD_QUIET_SECONDS",
+            sidecar_order::controller::writer::REFRESH_WITHIN.as_secs() + 2,
+        )),
         settle_timeout: Duration::from_secs(env("LOAD_SETTLE_TIMEOUT", 600)),
         scrape_every: Duration::from_millis(env("CHAOS_SCRAPE_MS", 250)),
         port: env("CHAOS_METRICS_PORT", 18180),

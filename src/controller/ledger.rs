@@ -4,8 +4,7 @@
 //! only by a write that succeeded. A write's increments (the metrics it
 //! adds, the violations it announces) are the part of its status not yet in
 //! that digest, so a restart, a failover or a retried write never counts a
-//! thing twice, and a status that concludes what the stored one does is not
-//! written (`status_hash`).
+//! thing twice, and a status that equals the stored one is not written.
 
 use crate::crd::{ReportSpec, ReportStatus};
 use crate::model::ProbeKind;
@@ -77,8 +76,17 @@ impl Ledger {
         }
         let inc = count(d, &status.report);
         d.status_hash = hash;
+        d.conclusion_hash = conclusion_hash(status);
         d.ended = status.pod_ended_at.is_some();
         inc
+    }
+
+    /// Whether `status` changes what the stored report of `key` concludes
+    /// (`conclusion_hash`; a report not known to be stored: yes).
+    pub fn concludes_anew(&self, key: &(String, String), status: &ReportStatus) -> bool {
+        self.reports
+            .get(key)
+            .is_none_or(|d| d.conclusion_hash != conclusion_hash(status))
     }
 
     /// The violations of `status` that the stored report does not hold yet
@@ -147,6 +155,8 @@ pub struct Digest {
     /// The status records the pod's end.
     ended: bool,
     status_hash: u64,
+    /// The `conclusion_hash` of the stored status.
+    conclusion_hash: u64,
     /// The stored object's `metadata.resourceVersion`, when known: the next
     /// status write applies only over that version (else a 409), so no
     /// write ever replaces one its writer did not count from.
@@ -165,21 +175,53 @@ fn violation_key(v: &Violation) -> u64 {
     hash_of((v.rule, &v.containers))
 }
 
-/// A hash of what a report concludes: the status is written when it
-/// changes, and only then. That is the verdicts, the evidence and its gaps,
-/// the violations, probe failures and restarts, every check that did not
-/// pass, the pod's end and its kubelet. A check that passed, and the
-/// containers' states and times, are written with the next such change
-/// (the startup verdict is decided when the last app starts, the shutdown
-/// verdict when the last container stops): one write per container start
-/// or stop would be about five per pod where one or two say the same
-/// (issue 12: the writes were most of the controller's CPU, and as many
-/// etcd writes as the pods' own). The status's `write_id` and
-/// `earlier_write_ids` are left out too: they name writes, not what was
-/// judged. The JSON is built in one buffer and hashed at once: fed to the
-/// hasher token by token (a few bytes each), SipHash's cost per call was
-/// most of the time.
+/// A hash of the JSON the writer sends. The status's `write_id` and
+/// `earlier_write_ids` are left out: they name writes, not what was judged.
+/// The JSON is built in one buffer and hashed at once: fed to the hasher
+/// token by token (a few bytes each), SipHash's cost per call was most of
+/// the time.
 pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
+    // Every field named: a new one is hashed, or left out on purpose.
+    let ReportStatus {
+        report,
+        violation_count,
+        probe_failure_count,
+        sidecar_restarts,
+        pod_ended_at,
+        kubelet_version,
+        write_id: _,
+        earlier_write_ids: _,
+    } = s;
+    let mut json = Vec::with_capacity(1024);
+    // Serialising these plain structs cannot fail; a failure would only
+    // cost one unneeded write.
+    let _ = serde_json::to_writer(&mut json, spec);
+    let _ = serde_json::to_writer(&mut json, report);
+    let _ = serde_json::to_writer(
+        &mut json,
+        &(
+            violation_count,
+            probe_failure_count,
+            sidecar_restarts,
+            pod_ended_at,
+            kubelet_version,
+        ),
+    );
+    hash_bytes(&json)
+}
+
+/// A hash of what a report concludes (its spec, the pod's name, uid and
+/// workload, is written with its first status): its verdicts, its evidence and
+/// gaps, its violations, probe failures and restarts, every check that did
+/// not pass, the pod's end and its kubelet. A status that changes it is
+/// written at once (`queue::Outgoing::urgent`); one that changes only the
+/// containers' states and times, or adds a passed check, waits up to
+/// `writer::REFRESH_WITHIN` for the next change of what the report
+/// concludes to carry it (a pod's startup is judged when its last app
+/// starts, its shutdown when its last container stops: one write per
+/// container start or stop was about five per pod where one or two say the
+/// same, and as many etcd writes as the pods' own).
+pub fn conclusion_hash(s: &ReportStatus) -> u64 {
     // Every field named: a new one is hashed, or left out on purpose.
     let ReportStatus {
         report,
@@ -202,10 +244,7 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
         containers,
         checks,
     } = report;
-    let mut json = Vec::with_capacity(1024);
-    // Serialising these plain structs cannot fail; a failure would only
-    // cost one unneeded write.
-    let _ = serde_json::to_writer(&mut json, spec);
+    let mut json = Vec::with_capacity(512);
     let _ = serde_json::to_writer(
         &mut json,
         &(
@@ -234,8 +273,12 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
             kubelet_version,
         ),
     );
+    hash_bytes(&json)
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
-    h.write(&json);
+    h.write(b);
     h.finish()
 }
 
@@ -259,6 +302,7 @@ impl Digest {
             shutdown_timed: r.shutdown != Verdict::Pending,
             ended: s.pod_ended_at.is_some(),
             status_hash: status_hash(spec, s),
+            conclusion_hash: conclusion_hash(s),
             resource_version: None,
             earlier: written_by(s).take(MAX_EARLIER).map(Into::into).collect(),
         }

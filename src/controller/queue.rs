@@ -16,7 +16,14 @@ pub type Key = (String, String);
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     pub update: Update,
+    /// When the watch event that caused it arrived; of several merged, the
+    /// earliest urgent one's (else the earliest): the report latency.
     pub seen_at: Instant,
+    /// It changes what the stored report concludes
+    /// (`ledger::conclusion_hash`): written after `Queue::gathering`'s
+    /// wait. Else (only the containers' states, or a passed check) after
+    /// `Queue::refreshing`'s, unless something urgent comes meanwhile.
+    pub urgent: bool,
 }
 
 /// What the writer is asked to do with one report.
@@ -57,7 +64,12 @@ impl Work {
 pub fn coalesce(older: Work, newer: Work) -> Work {
     match (older, newer) {
         (Work::Apply(old), Work::Apply(mut new)) => {
-            new.seen_at = new.seen_at.min(old.seen_at);
+            new.seen_at = match (old.urgent, new.urgent) {
+                (true, false) => old.seen_at,
+                (false, true) => new.seen_at,
+                _ => new.seen_at.min(old.seen_at),
+            };
+            new.urgent |= old.urgent;
             Work::Apply(new)
         }
         (_, newer) => newer,
@@ -92,9 +104,13 @@ pub struct Queue {
     backoff: HashMap<Key, Backoff>,
     /// The ends of the waits (backoffs, and new work gathering), soonest first.
     timers: BTreeSet<(Instant, Key)>,
+    /// Keys whose new work waits (gathering or refreshing): when.
+    due: HashMap<Key, Instant>,
     /// How long new work for a report waits for more of the same change
     /// before it is written (`gathering`).
     gather: Duration,
+    /// How long work that is not urgent waits (`refreshing`).
+    refresh: Duration,
 }
 
 impl Queue {
@@ -108,7 +124,9 @@ impl Queue {
             in_flight: HashSet::new(),
             backoff: HashMap::new(),
             timers: BTreeSet::new(),
+            due: HashMap::new(),
             gather: Duration::ZERO,
+            refresh: Duration::ZERO,
         }
     }
 
@@ -122,23 +140,71 @@ impl Queue {
         Queue { gather, ..self }
     }
 
+    /// Work that is not urgent (`Outgoing::urgent`) waits `refresh` (at
+    /// least the gather) after its watch event, in case something urgent
+    /// comes for the same report meanwhile and carries it; urgent work
+    /// arriving pulls the wait in to its own gather.
+    pub fn refreshing(self, refresh: Duration) -> Self {
+        Queue { refresh, ..self }
+    }
+
+    /// When new work would be written, were its key idle.
+    fn wait_until(&self, work: &Work) -> Option<Instant> {
+        match work {
+            Work::Apply(o) if o.urgent && !self.gather.is_zero() => Some(o.seen_at + self.gather),
+            Work::Apply(o) if !o.urgent && !self.refresh.max(self.gather).is_zero() => {
+                Some(o.seen_at + self.refresh.max(self.gather))
+            }
+            _ => None,
+        }
+    }
+
     /// Queues work; merges it into what is pending for its key.
     pub fn push(&mut self, work: Work) {
         let key = work.key();
+        let want = self.wait_until(&work);
         match self.pending.remove(&key) {
             Some(older) => {
-                self.pending.insert(key, coalesce(older, work));
+                self.pending.insert(key.clone(), coalesce(older, work));
+                // Waiting longer than this work would: written sooner.
+                if let Some(&due) = self.due.get(&key)
+                    && want.is_none_or(|w| w < due)
+                {
+                    self.timers.remove(&(due, key.clone()));
+                    match want {
+                        Some(w) => {
+                            self.timers.insert((w, key.clone()));
+                            self.due.insert(key, w);
+                        }
+                        None => {
+                            self.due.remove(&key);
+                            self.ready.push_back(key);
+                        }
+                    }
+                }
             }
             None => {
                 if self.idle(&key) {
-                    match &work {
-                        Work::Apply(o) if !self.gather.is_zero() => {
-                            self.timers.insert((o.seen_at + self.gather, key.clone()));
+                    match want {
+                        Some(w) => {
+                            self.timers.insert((w, key.clone()));
+                            self.due.insert(key.clone(), w);
                         }
-                        _ => self.ready.push_back(key.clone()),
+                        None => self.ready.push_back(key.clone()),
                     }
                 }
                 self.pending.insert(key, work);
+            }
+        }
+    }
+
+    /// Every wait of new work ends now (shutting down: nothing waits for
+    /// more changes that will not come).
+    pub fn hurry(&mut self) {
+        for (key, due) in self.due.drain() {
+            self.timers.remove(&(due, key.clone()));
+            if self.pending.contains_key(&key) {
+                self.ready.push_back(key);
             }
         }
     }
@@ -149,7 +215,10 @@ impl Queue {
         while let Some((at, _)) = self.timers.first()
             && *at <= now
         {
-            let (_, key) = self.timers.pop_first().expect("present");
+            let (at, key) = self.timers.pop_first().expect("present");
+            if self.due.get(&key) == Some(&at) {
+                self.due.remove(&key);
+            }
             if let Some(b) = self.backoff.get_mut(&key) {
                 b.until = None;
             }
@@ -221,6 +290,7 @@ impl Queue {
         self.ready.clear();
         self.backoff.clear();
         self.timers.clear();
+        self.due.clear();
         self.trim();
     }
 
@@ -239,6 +309,7 @@ impl Queue {
         memory::trim_deque(&mut self.ready);
         memory::trim_set(&mut self.in_flight);
         memory::trim_map(&mut self.backoff);
+        memory::trim_map(&mut self.due);
     }
 
     /// Neither in flight nor backing off.
@@ -293,6 +364,7 @@ mod tests {
                 status: ReportStatus::new(report, None),
             },
             seen_at,
+            urgent: true,
         })
     }
 
@@ -371,6 +443,67 @@ mod tests {
         q.done(&key("a"), Outcome::Done, t0);
         assert!(q.next_ready(t0).is_none());
         assert!(q.is_empty());
+    }
+
+    fn lagging(name: &str, shutdown: Verdict, seen_at: Instant) -> Work {
+        let mut w = apply(name, shutdown, 0, seen_at);
+        if let Work::Apply(o) = &mut w {
+            o.urgent = false;
+        }
+        w
+    }
+
+    #[test]
+    fn work_that_is_not_urgent_waits_for_urgent_work_to_carry_it() {
+        let t0 = Instant::now();
+        let (gather, refresh) = (Duration::from_millis(250), Duration::from_secs(10));
+        let mut q = Queue::new(8, MS, MS).gathering(gather).refreshing(refresh);
+        // A container started: written within `refresh`, not at the gather.
+        q.push(lagging("a", Verdict::Pending, t0));
+        assert!(q.next_ready(t0 + gather).is_none(), "written at the gather");
+        assert_eq!(q.next_wake(), Some(t0 + refresh));
+        // The verdict 2 s later: written at its own gather, with its latency.
+        let t1 = t0 + Duration::from_secs(2);
+        q.push(apply("a", Verdict::Verified, 0, t1));
+        assert_eq!(q.next_wake(), Some(t1 + gather));
+        assert!(q.next_ready(t1 + gather - MS).is_none(), "written early");
+        let o = outgoing(q.next_ready(t1 + gather).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Verified);
+        assert!(o.urgent);
+        assert_eq!(o.seen_at, t1, "the latency counts from the urgent change");
+        q.done(&key("a"), Outcome::Done, t1 + gather);
+        // The refresh's old timer is gone: nothing more is written.
+        assert!(q.next_ready(t0 + refresh * 2).is_none());
+        assert!(q.is_empty());
+        // Alone, it is written at `refresh`, urgent no more.
+        q.push(lagging("b", Verdict::Pending, t0));
+        assert!(q.next_ready(t0 + refresh - MS).is_none());
+        let o = outgoing(q.next_ready(t0 + refresh).unwrap());
+        assert!(!o.urgent);
+        // Urgent work merged with later lagging work stays urgent.
+        q.push(apply("c", Verdict::Verified, 0, t0));
+        q.push(lagging("c", Verdict::Violated, t0 + MS));
+        let o = outgoing(q.next_ready(t0 + gather).unwrap());
+        assert!(o.urgent);
+        assert_eq!(o.update.status.report.shutdown, Verdict::Violated);
+    }
+
+    #[test]
+    fn shutting_down_writes_what_waits_at_once() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(8, MS, MS)
+            .gathering(Duration::from_millis(250))
+            .refreshing(Duration::from_secs(10));
+        q.push(lagging("a", Verdict::Pending, t0));
+        q.push(apply("b", Verdict::Pending, 0, t0));
+        assert!(q.next_ready(t0).is_none());
+        q.hurry();
+        let mut names: Vec<String> = std::iter::from_fn(|| q.next_ready(t0))
+            .map(|w| outgoing(w).update.report_name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(q.next_wake(), None);
     }
 
     #[test]

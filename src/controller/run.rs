@@ -706,9 +706,11 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
             }
         }
         for update in updates {
+            // Urgent until the writer compares it with the stored report.
             let out = Outgoing {
                 update,
                 seen_at: arrived,
+                urgent: true,
             };
             if tx.send(Msg::Work(Work::Apply(out))).await.is_err() {
                 break;

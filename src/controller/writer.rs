@@ -170,6 +170,10 @@ pub struct WriterConfig {
     /// How long new work for a report gathers more of the same change
     /// before it is written (`Queue::gathering`).
     pub gather: Duration,
+    /// How long a change that is not urgent (the containers' states, a
+    /// passed check: `ledger::conclusion_hash` unchanged) waits for an
+    /// urgent one to carry it (`Queue::refreshing`).
+    pub refresh: Duration,
     /// The ledger given at start is what the API server holds, and the
     /// writer may write while it leads without a takeover first: true
     /// without leader election. With it, every lease taken (the first one
@@ -184,6 +188,7 @@ impl Default for WriterConfig {
             concurrency: 32,
             call_timeout: Duration::from_secs(10),
             gather: Duration::from_millis(250),
+            refresh: REFRESH_WITHIN,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(5),
@@ -226,6 +231,11 @@ impl Unanswered {
         self.before.as_ref().and_then(|d| d.resource_version())
     }
 }
+
+/// A stored report's containers and passed checks are at most this much
+/// older than the pod's (its verdicts, violations and counts are written
+/// at once).
+pub const REFRESH_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long a replica that lost the lease keeps reading back its
 /// unanswered writes (the API server may be restarting).
@@ -732,9 +742,13 @@ impl ReportWriter {
             self.metrics.count(u, &inc);
             self.count(result);
         }
-        self.metrics
-            .report_latency
-            .observe(o.seen_at.elapsed().as_secs_f64());
+        // The latency of what the report concludes: a write that only
+        // brings the containers up to date waited on purpose.
+        if o.urgent {
+            self.metrics
+                .report_latency
+                .observe(o.seen_at.elapsed().as_secs_f64());
+        }
         Outcome::Done
     }
 
@@ -902,8 +916,9 @@ pub async fn run(
 ) {
     writer.call_timeout = cfg.call_timeout;
     let writer = Arc::new(writer);
-    let mut queue =
-        Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max).gathering(cfg.gather);
+    let mut queue = Queue::new(cfg.concurrency, cfg.backoff_min, cfg.backoff_max)
+        .gathering(cfg.gather)
+        .refreshing(cfg.refresh);
     let mut in_flight = FuturesUnordered::new();
     let mut flush_until: Option<Instant> = None;
     let mut seeded = cfg.trust_initial_ledger;
@@ -950,8 +965,12 @@ pub async fn run(
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             msg = rx.recv(), if flush_until.is_none() => match msg {
-                Some(Msg::Work(work)) => {
+                Some(Msg::Work(mut work)) => {
                     if *leader.borrow() {
+                        if let Work::Apply(o) = &mut work {
+                            let key = (o.update.namespace.clone(), o.update.report_name.clone());
+                            o.urgent = writer.ledger().concludes_anew(&key, &o.update.status);
+                        }
                         queue.push(work);
                     }
                 }
@@ -961,7 +980,10 @@ pub async fn run(
                     seeded = true;
                 }
                 Some(Msg::Stored(ledger)) => writer.ledger().extend(ledger),
-                None => flush_until = Some(Instant::now() + cfg.flush_timeout),
+                None => {
+                    flush_until = Some(Instant::now() + cfg.flush_timeout);
+                    queue.hurry();
+                }
             },
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 queue.done(&key, outcome, Instant::now().into_std());
