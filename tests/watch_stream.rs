@@ -524,7 +524,7 @@ fn only_a_change_of_what_a_report_concludes_is_urgent() {
     let mut urgent = Vec::new();
     for u in &updates {
         let key = (u.namespace.clone(), u.report_name.clone());
-        if ledger.concludes_anew(&key, &u.status) {
+        if ledger.conclusion(&key) != Some(conclusion_hash(&u.status)) {
             ledger.record(&key, status_hash(&u.spec, &u.status), &u.status, None);
             urgent.push(u);
         }

@@ -81,12 +81,9 @@ impl Ledger {
         inc
     }
 
-    /// Whether `status` changes what the stored report of `key` concludes
-    /// (`conclusion_hash`; a report not known to be stored: yes).
-    pub fn concludes_anew(&self, key: &(String, String), status: &ReportStatus) -> bool {
-        self.reports
-            .get(key)
-            .is_none_or(|d| d.conclusion_hash != conclusion_hash(status))
+    /// The `conclusion_hash` of the stored report of `key`, if it is known.
+    pub fn conclusion(&self, key: &(String, String)) -> Option<u64> {
+        self.reports.get(key).map(|d| d.conclusion_hash)
     }
 
     /// The violations of `status` that the stored report does not hold yet
@@ -210,17 +207,17 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     hash_bytes(&json)
 }
 
-/// A hash of what a report concludes (its spec, the pod's name, uid and
-/// workload, is written with its first status): its verdicts, its evidence and
+/// A hash of what a report concludes: its verdicts, its evidence and
 /// gaps, its violations, probe failures and restarts, every check that did
-/// not pass, the pod's end and its kubelet. A status that changes it is
-/// written at once (`queue::Outgoing::urgent`); one that changes only the
-/// containers' states and times, or adds a passed check, waits up to
-/// `writer::REFRESH_WITHIN` for the next change of what the report
-/// concludes to carry it (a pod's startup is judged when its last app
-/// starts, its shutdown when its last container stops: one write per
-/// container start or stop was about five per pod where one or two say the
-/// same, and as many etcd writes as the pods' own).
+/// not pass, and the pod's end. A status that changes it is written at once
+/// (`queue::Outgoing::urgent`); one that changes only the rest (the
+/// containers' states and times, a passed check, the kubelet's version
+/// once the pod is bound, the spec) waits up to `writer::REFRESH_WITHIN`
+/// for the next change of what the report concludes to carry it. A pod's
+/// startup is judged when its last app starts and its shutdown when its
+/// last container stops: a write per container start or stop was about
+/// five per pod where two or three say the same, as many etcd writes as
+/// the pods' own.
 pub fn conclusion_hash(s: &ReportStatus) -> u64 {
     // Every field named: a new one is hashed, or left out on purpose.
     let ReportStatus {
@@ -229,7 +226,7 @@ pub fn conclusion_hash(s: &ReportStatus) -> u64 {
         probe_failure_count,
         sidecar_restarts,
         pod_ended_at,
-        kubelet_version,
+        kubelet_version: _,
         write_id: _,
         earlier_write_ids: _,
     } = s;
@@ -270,7 +267,6 @@ pub fn conclusion_hash(s: &ReportStatus) -> u64 {
             probe_failure_count,
             sidecar_restarts,
             pod_ended_at,
-            kubelet_version,
         ),
     );
     hash_bytes(&json)

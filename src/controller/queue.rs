@@ -275,6 +275,11 @@ impl Queue {
         self.pending.len()
     }
 
+    /// Work for `key` is pending or in flight.
+    pub fn holds(&self, key: &Key) -> bool {
+        self.pending.contains_key(key) || self.in_flight.contains(key)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }

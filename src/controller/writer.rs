@@ -13,8 +13,9 @@
 
 use crate::controller::events;
 use crate::controller::ledger::{
-    Digest, Increments, Ledger, increments_over, status_hash, written_by,
+    Digest, Increments, Ledger, conclusion_hash, increments_over, status_hash, written_by,
 };
+use crate::controller::memory;
 use crate::controller::metrics::Metrics;
 use crate::controller::queue::{Outcome, Queue};
 use crate::controller::store::Update;
@@ -920,6 +921,9 @@ pub async fn run(
         .gathering(cfg.gather)
         .refreshing(cfg.refresh);
     let mut in_flight = FuturesUnordered::new();
+    // What the newest work queued (pending or in flight) for a report
+    // concludes (`conclusion_hash`), while some is.
+    let mut concluding: HashMap<(String, String), u64> = HashMap::new();
     let mut flush_until: Option<Instant> = None;
     let mut seeded = cfg.trust_initial_ledger;
     let mut was_leader = *leader.borrow();
@@ -930,6 +934,7 @@ pub async fn run(
             // writes in flight are cancelled (a write landing after the new
             // leader read the stored reports would be counted twice).
             queue.clear();
+            concluding.clear();
             in_flight = FuturesUnordered::new();
             seeded = false;
             tracing::info!("lease lost: pending writes dropped");
@@ -968,14 +973,23 @@ pub async fn run(
                 Some(Msg::Work(mut work)) => {
                     if *leader.borrow() {
                         if let Work::Apply(o) = &mut work {
+                            // Urgent if it concludes other than what is
+                            // queued for the report, else than what is stored.
                             let key = (o.update.namespace.clone(), o.update.report_name.clone());
-                            o.urgent = writer.ledger().concludes_anew(&key, &o.update.status);
+                            let c = conclusion_hash(&o.update.status);
+                            let before = match concluding.get(&key) {
+                                Some(&q) => Some(q),
+                                None => writer.ledger().conclusion(&key),
+                            };
+                            o.urgent = before != Some(c);
+                            concluding.insert(key, c);
                         }
                         queue.push(work);
                     }
                 }
                 Some(Msg::TakeoverStart) => {
                     queue.clear_pending();
+                    concluding.retain(|k, _| queue.holds(k));
                     *writer.ledger() = Ledger::default();
                     seeded = true;
                 }
@@ -987,6 +1001,10 @@ pub async fn run(
             },
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 queue.done(&key, outcome, Instant::now().into_std());
+                if !queue.holds(&key) {
+                    concluding.remove(&key);
+                    memory::trim_map(&mut concluding);
+                }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if is_leader && seeded && wake.is_some() => {}
             _ = tokio::time::sleep_until(flush_until.unwrap_or(far)), if flush_until.is_some() => {}
