@@ -1331,3 +1331,71 @@ async fn an_unanswered_write_overwritten_by_the_next_leader_counts_once() {
     assert_eq!(r.violations_counted(), 1);
     stop(r).await;
 }
+
+/// A change that leaves what a report concludes as it was (a container's
+/// state) waits for the refresh, even when it comes while the write of a
+/// new verdict is in flight: it is compared with the work queued for the
+/// report, not with the stored report, which does not hold that verdict
+/// yet. A change that concludes anew is written at once.
+#[tokio::test]
+async fn a_change_that_concludes_nothing_new_waits_for_the_refresh() {
+    use sidecar_order::model::Role;
+    use sidecar_order::report::ContainerReport;
+    let refresh = Duration::from_millis(1500);
+    let cfg = WriterConfig {
+        refresh,
+        ..WriterConfig::default()
+    };
+    // The same containers throughout, the app's state changing.
+    let with_app = |shutdown: Verdict, state: &str, ready: bool| {
+        let mut u = update(shutdown, vec![]);
+        u.status.report.containers.push(ContainerReport {
+            name: "app".into(),
+            role: Role::App,
+            index: 0,
+            restarts: 0,
+            state: state.into(),
+            ready,
+            first_started_at: Some("2025-01-01T00:00:00Z".into()),
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+        });
+        u
+    };
+    let mut r = start_with(true, cfg, 8);
+    r.send(apply(with_app(Verdict::Pending, "Waiting", false)))
+        .await;
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    expect(&mut r.handle, "PATCH", &status_path()).await;
+    // The verdict: written at once; held in flight.
+    r.send(apply(with_app(Verdict::Verified, "Running", false)))
+        .await;
+    let (st, reply) = next(&mut r.handle, "PATCH", &status_path()).await;
+    assert_eq!(st["status"]["shutdown"], "Verified");
+    // Meanwhile the app is seen ready: nothing new concluded.
+    let later = with_app(Verdict::Verified, "Running", true);
+    r.send(apply(later)).await;
+    let sent = Instant::now();
+    reply.send_response(echo(&st));
+    quiet(&mut r.handle, Duration::from_millis(800)).await;
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert!(sent.elapsed() >= refresh - Duration::from_millis(100));
+    assert_eq!(st["status"]["containers"][0]["ready"], true);
+    // The pod's end concludes anew: at once.
+    let mut end = with_app(Verdict::Verified, "Terminated", false);
+    end.status.pod_ended_at = Some("2025-01-01T00:01:00Z".into());
+    r.send(apply(end)).await;
+    let t = Instant::now();
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert!(t.elapsed() < Duration::from_millis(800));
+    assert!(st["status"]["podEndedAt"].is_string());
+    r.counted(&[("written", 4)]).await;
+    // Latency is observed for the three urgent writes only.
+    assert!(
+        r.metrics
+            .render()
+            .contains("sidecar_order_report_latency_seconds_count 3")
+    );
+    stop(r).await;
+}

@@ -243,8 +243,16 @@ impl Queue {
             Outcome::Done => {
                 self.backoff.remove(key);
                 self.trim();
-                if self.pending.contains_key(key) {
-                    self.ready.push_back(key.clone());
+                // Work that came meanwhile has waited, unless it is not
+                // urgent: that still waits for its refresh.
+                match self.pending.get(key) {
+                    Some(Work::Apply(o)) if !o.urgent && !self.refresh.is_zero() => {
+                        let at = (o.seen_at + self.refresh.max(self.gather)).max(now);
+                        self.timers.insert((at, key.clone()));
+                        self.due.insert(key.clone(), at);
+                    }
+                    Some(_) => self.ready.push_back(key.clone()),
+                    None => {}
                 }
             }
             Outcome::Retry(work) => {
@@ -485,6 +493,21 @@ mod tests {
         assert!(q.next_ready(t0 + refresh - MS).is_none());
         let o = outgoing(q.next_ready(t0 + refresh).unwrap());
         assert!(!o.urgent);
+        // Lagging work that came while a write was in flight still waits.
+        q.done(&key("b"), Outcome::Done, t0 + refresh);
+        q.push(apply("d", Verdict::Pending, 0, t0));
+        let t2 = t0 + gather;
+        assert!(q.next_ready(t2).is_some());
+        q.push(lagging("d", Verdict::Verified, t2));
+        q.done(&key("d"), Outcome::Done, t2 + MS);
+        assert!(
+            q.next_ready(t2 + MS).is_none(),
+            "lagging work written at once"
+        );
+        assert_eq!(q.next_wake(), Some(t2 + refresh));
+        let o = outgoing(q.next_ready(t2 + refresh).unwrap());
+        assert_eq!(o.update.status.report.shutdown, Verdict::Verified);
+        q.done(&key("d"), Outcome::Done, t2 + refresh);
         // Urgent work merged with later lagging work stays urgent.
         q.push(apply("c", Verdict::Verified, 0, t0));
         q.push(lagging("c", Verdict::Violated, t0 + MS));
