@@ -151,7 +151,7 @@ impl Metrics {
         let report_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "sidecar_order_report_latency_seconds",
-                "From the watch event that changed a report to the report stored",
+                "From the watch event that changed what a report concludes to the report stored",
             )
             // Fine below a second: the targets are p50 <= 0.5 s, p99 <= 2 s.
             .buckets(vec![

@@ -973,9 +973,17 @@ pub async fn run(
                 Some(Msg::Work(mut work)) => {
                     if *leader.borrow() {
                         if let Work::Apply(o) = &mut work {
+                            let key = (o.update.namespace.clone(), o.update.report_name.clone());
+                            // Stored already, nothing queued over it: nothing
+                            // to write (a restart judges every pod again), and
+                            // nothing to hold until its refresh.
+                            if !queue.holds(&key)
+                                && writer.ledger().holds(&key, status_hash(&o.update.spec, &o.update.status))
+                            {
+                                continue;
+                            }
                             // Urgent if it concludes other than what is
                             // queued for the report, else than what is stored.
-                            let key = (o.update.namespace.clone(), o.update.report_name.clone());
                             let c = conclusion_hash(&o.update.status);
                             let before = match concluding.get(&key) {
                                 Some(&q) => Some(q),
