@@ -8,7 +8,7 @@
 
 use crate::crd::{ReportSpec, ReportStatus};
 use crate::model::ProbeKind;
-use crate::report::{Outcome, Report, Verdict, Violation};
+use crate::report::{Check, Outcome, Report, Verdict, Violation};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -174,36 +174,9 @@ fn violation_key(v: &Violation) -> u64 {
 
 /// A hash of the JSON the writer sends. The status's `write_id` and
 /// `earlier_write_ids` are left out: they name writes, not what was judged.
-/// The JSON is built in one buffer and hashed at once: fed to the hasher
-/// token by token (a few bytes each), SipHash's cost per call was most of
-/// the time.
 pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
-    // Every field named: a new one is hashed, or left out on purpose.
-    let ReportStatus {
-        report,
-        violation_count,
-        probe_failure_count,
-        sidecar_restarts,
-        pod_ended_at,
-        kubelet_version,
-        write_id: _,
-        earlier_write_ids: _,
-    } = s;
     let mut json = Vec::with_capacity(1024);
-    // Serialising these plain structs cannot fail; a failure would only
-    // cost one unneeded write.
-    let _ = serde_json::to_writer(&mut json, spec);
-    let _ = serde_json::to_writer(&mut json, report);
-    let _ = serde_json::to_writer(
-        &mut json,
-        &(
-            violation_count,
-            probe_failure_count,
-            sidecar_restarts,
-            pod_ended_at,
-            kubelet_version,
-        ),
-    );
+    status_json(&mut json, s, Some(spec));
     hash_bytes(&json)
 }
 
@@ -219,6 +192,23 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
 /// five per pod where two or three say the same, as many etcd writes as
 /// the pods' own.
 pub fn conclusion_hash(s: &ReportStatus) -> u64 {
+    let mut json = Vec::with_capacity(512);
+    status_json(&mut json, s, None);
+    hash_bytes(&json)
+}
+
+/// `status_hash` and `conclusion_hash` from one buffer.
+pub fn hashes(spec: &ReportSpec, s: &ReportStatus) -> (u64, u64) {
+    let mut json = Vec::with_capacity(1024);
+    let concluded = status_json(&mut json, s, Some(spec));
+    (hash_bytes(&json), hash_bytes(&json[..concluded]))
+}
+
+/// The JSON both hashes are taken of, built in one buffer and hashed at
+/// once (fed to the hasher token by token, a few bytes each, SipHash's
+/// cost per call was most of the time): what the report concludes first,
+/// then, given the spec, the rest. Returns the length of the first part.
+fn status_json(json: &mut Vec<u8>, s: &ReportStatus, rest: Option<&ReportSpec>) -> usize {
     // Every field named: a new one is hashed, or left out on purpose.
     let ReportStatus {
         report,
@@ -226,7 +216,7 @@ pub fn conclusion_hash(s: &ReportStatus) -> u64 {
         probe_failure_count,
         sidecar_restarts,
         pod_ended_at,
-        kubelet_version: _,
+        kubelet_version,
         write_id: _,
         earlier_write_ids: _,
     } = s;
@@ -241,9 +231,11 @@ pub fn conclusion_hash(s: &ReportStatus) -> u64 {
         containers,
         checks,
     } = report;
-    let mut json = Vec::with_capacity(512);
+    let passed = |c: &&Check| c.outcome == Outcome::Verified;
+    // Serialising these plain structs cannot fail; a failure would only
+    // cost one unneeded write.
     let _ = serde_json::to_writer(
-        &mut json,
+        &mut *json,
         &(
             startup,
             shutdown,
@@ -252,24 +244,26 @@ pub fn conclusion_hash(s: &ReportStatus) -> u64 {
             gaps,
             violations,
             probe_failures,
-        ),
-    );
-    for c in containers {
-        let _ = serde_json::to_writer(&mut json, &(&c.name, c.restarts));
-    }
-    for c in checks.iter().filter(|c| c.outcome != Outcome::Verified) {
-        let _ = serde_json::to_writer(&mut json, c);
-    }
-    let _ = serde_json::to_writer(
-        &mut json,
-        &(
-            violation_count,
-            probe_failure_count,
-            sidecar_restarts,
+            (violation_count, probe_failure_count, sidecar_restarts),
             pod_ended_at,
         ),
     );
-    hash_bytes(&json)
+    for c in containers {
+        let _ = serde_json::to_writer(&mut *json, &(&c.name, c.restarts));
+    }
+    for c in checks.iter().filter(|c| !passed(c)) {
+        let _ = serde_json::to_writer(&mut *json, c);
+    }
+    let concluded = json.len();
+    if let Some(spec) = rest {
+        let _ = serde_json::to_writer(&mut *json, spec);
+        let _ = serde_json::to_writer(&mut *json, containers);
+        for c in checks.iter().filter(passed) {
+            let _ = serde_json::to_writer(&mut *json, c);
+        }
+        let _ = serde_json::to_writer(&mut *json, kubelet_version);
+    }
+    concluded
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
@@ -282,6 +276,7 @@ impl Digest {
     /// What a stored report already recorded (loaded at start-up).
     pub fn from_status(spec: &ReportSpec, s: &ReportStatus) -> Digest {
         let r = &s.report;
+        let (status_hash, conclusion_hash) = hashes(spec, s);
         Digest {
             violations: r.violations.iter().map(violation_key).collect(),
             probes: r
@@ -297,8 +292,8 @@ impl Digest {
             startup_timed: r.startup != Verdict::Pending,
             shutdown_timed: r.shutdown != Verdict::Pending,
             ended: s.pod_ended_at.is_some(),
-            status_hash: status_hash(spec, s),
-            conclusion_hash: conclusion_hash(s),
+            status_hash,
+            conclusion_hash,
             resource_version: None,
             earlier: written_by(s).take(MAX_EARLIER).map(Into::into).collect(),
         }
@@ -444,4 +439,64 @@ fn count(d: &mut Digest, r: &Report) -> Increments {
         inc.shutdown_seconds = shutdown;
     }
     inc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+    use crate::report::{ContainerReport, Evidence};
+
+    fn status(state: &str, restarts: u32) -> ReportStatus {
+        let report = Report {
+            startup: Verdict::Verified,
+            shutdown: Verdict::Pending,
+            sidecars: 1,
+            evidence: Evidence::Complete,
+            gaps: vec![],
+            violations: vec![],
+            probe_failures: vec![],
+            containers: vec![ContainerReport {
+                name: "proxy".into(),
+                role: Role::Sidecar,
+                index: 0,
+                restarts,
+                state: state.into(),
+                ready: true,
+                first_started_at: None,
+                finished_at: None,
+                exit_code: None,
+                reason: None,
+            }],
+            checks: vec![],
+        };
+        ReportStatus::new(report, None)
+    }
+
+    #[test]
+    fn a_containers_state_changes_the_status_not_what_it_concludes() {
+        let spec = ReportSpec {
+            pod_name: "web".into(),
+            pod_uid: "u".into(),
+            workload: None,
+        };
+        let (running, waiting, restarted) = (
+            status("Running", 0),
+            status("Waiting", 0),
+            status("Running", 1),
+        );
+        for s in [&running, &waiting, &restarted] {
+            assert_eq!(
+                hashes(&spec, s),
+                (status_hash(&spec, s), conclusion_hash(s))
+            );
+        }
+        assert_ne!(status_hash(&spec, &running), status_hash(&spec, &waiting));
+        assert_eq!(conclusion_hash(&running), conclusion_hash(&waiting));
+        assert_ne!(conclusion_hash(&running), conclusion_hash(&restarted));
+        let mut other = running.clone();
+        other.kubelet_version = Some("v1.34.4".into());
+        assert_ne!(status_hash(&spec, &running), status_hash(&spec, &other));
+        assert_eq!(conclusion_hash(&running), conclusion_hash(&other));
+    }
 }

@@ -13,7 +13,7 @@
 
 use crate::controller::events;
 use crate::controller::ledger::{
-    Digest, Increments, Ledger, conclusion_hash, increments_over, status_hash, written_by,
+    Digest, Increments, Ledger, hashes, increments_over, status_hash, written_by,
 };
 use crate::controller::memory;
 use crate::controller::metrics::Metrics;
@@ -974,17 +974,15 @@ pub async fn run(
                     if *leader.borrow() {
                         if let Work::Apply(o) = &mut work {
                             let key = (o.update.namespace.clone(), o.update.report_name.clone());
+                            let (hash, c) = hashes(&o.update.spec, &o.update.status);
                             // Stored already, nothing queued over it: nothing
                             // to write (a restart judges every pod again), and
                             // nothing to hold until its refresh.
-                            if !queue.holds(&key)
-                                && writer.ledger().holds(&key, status_hash(&o.update.spec, &o.update.status))
-                            {
+                            if !queue.holds(&key) && writer.ledger().holds(&key, hash) {
                                 continue;
                             }
                             // Urgent if it concludes other than what is
                             // queued for the report, else than what is stored.
-                            let c = conclusion_hash(&o.update.status);
                             let before = match concluding.get(&key) {
                                 Some(&q) => Some(q),
                                 None => writer.ledger().conclusion(&key),
