@@ -117,7 +117,10 @@ for ns in "${our_netns[@]}"; do
   [[ -e $ns ]] || continue
   n=$(basename "$ns")
   log "down: removing network namespace $n"
-  ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
+  ip netns delete "$n" 2>/dev/null || { umount -l "$ns" 2>/dev/null || true; rm -f "$ns" 2>/dev/null; } ||
+    # Still mounted beneath a bind mount of /run/netns made while it existed
+    # (`ip netns add` makes one the first time): unreachable from here.
+    log "down: network namespace $n is still mounted beneath a later bind mount of /run/netns; left in place"
 done
 
 # Per-container leftovers outside $STATE: runc state dirs and libcni result caches.

@@ -28,7 +28,8 @@ cleanup() {
   [[ -n $pid ]] && { kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
   [[ -d $cg ]] && rmdir "$cg" 2>/dev/null || true
   $made_base && rmdir "$base" 2>/dev/null || true
-  ip netns delete "$netns" 2>/dev/null || true
+  umount -l "/run/netns/$netns" 2>/dev/null || true
+  rm -f "/run/netns/$netns" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -37,7 +38,14 @@ sleep 600 &
 pid=$!
 echo "$pid" > "$cg/cgroup.procs"
 grep -qx "$pid" "$cg/cgroup.procs" || die "teardown-test: could not move pid $pid into $cg"
-ip netns add "$netns"
+# Made with unshare, not `ip netns add`: on a machine where /run/netns is
+# not a mount yet, `ip netns add` first bind-mounts /run/netns onto itself
+# with everything mounted in it, so each of our sandboxes' namespaces is
+# then mounted twice, one beneath the other, and down.sh can only remove
+# the top one (found by a CI run on a fresh machine, 2026-11-28).
+mkdir -p /run/netns
+: > "/run/netns/$netns"
+unshare --net="/run/netns/$netns" true
 ip -n "$netns" link set lo up
 addr=${POD_CIDR%.*.*}.254.254
 ip -n "$netns" addr add "$addr/32" dev lo
