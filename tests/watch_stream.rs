@@ -502,13 +502,13 @@ fn json_diff(a: &Value, b: &Value) -> String {
 /// the recorded two-sidecar pod went through 11 versions (scheduled, each
 /// container started, ready, each container stopped in reverse order,
 /// gone) and its judgement changed 9 times, but its report concludes
-/// something new only when first seen, when its startup is judged (the app
-/// started after both sidecars) and when its shutdown is judged with the
-/// pod gone. The write that judges the startup carries the containers as
-/// they are then: all three started.
+/// something only when its startup is judged (the app started after both
+/// sidecars) and when its shutdown is judged with the pod gone; seen before
+/// that, it concluded nothing yet (`ledger::urgent`). The write that judges
+/// the startup carries the containers as they are then: all three started.
 #[test]
 fn only_a_change_of_what_a_report_concludes_is_urgent() {
-    use sidecar_order::controller::ledger::conclusion_hash;
+    use sidecar_order::controller::ledger::{conclusion_hash, concludes_nothing, urgent};
     let items = stream();
     let versions = items
         .iter()
@@ -521,12 +521,13 @@ fn only_a_change_of_what_a_report_concludes_is_urgent() {
         .collect();
     // Each urgent update written at once, as the writer does.
     let mut ledger = Ledger::default();
-    let mut urgent = Vec::new();
+    let mut at_once = Vec::new();
     for u in &updates {
         let key = (u.namespace.clone(), u.report_name.clone());
-        if ledger.conclusion(&key) != Some(conclusion_hash(&u.status)) {
+        let c = conclusion_hash(&u.status);
+        if urgent(ledger.conclusion(&key), c, &u.status) {
             ledger.record(&key, status_hash(&u.spec, &u.status), &u.status, None);
-            urgent.push(u);
+            at_once.push(u);
         }
     }
     let said = |u: &Update| {
@@ -540,14 +541,24 @@ fn only_a_change_of_what_a_report_concludes_is_urgent() {
     assert_eq!(versions, 11);
     assert!(updates.len() >= 6, "{} judgements changed", updates.len());
     assert_eq!(
-        urgent.iter().map(|u| said(u)).collect::<Vec<_>>(),
+        at_once.iter().map(|u| said(u)).collect::<Vec<_>>(),
         [
-            (Verdict::Pending, Verdict::Pending, false, 0),
             (Verdict::Verified, Verdict::Pending, false, 0),
             (Verdict::Verified, Verdict::Verified, true, 0),
         ]
     );
-    let started: Vec<&str> = urgent[1]
+    // Before it, only statuses that conclude nothing yet: not urgent.
+    let first = updates
+        .iter()
+        .position(|u| u.status == at_once[0].status)
+        .expect("an update");
+    assert!(first >= 2, "{first} judgements before the startup's");
+    assert!(
+        updates[..first]
+            .iter()
+            .all(|u| concludes_nothing(&u.status))
+    );
+    let started: Vec<&str> = at_once[0]
         .status
         .report
         .containers
@@ -559,12 +570,12 @@ fn only_a_change_of_what_a_report_concludes_is_urgent() {
         started.len(),
         3,
         "{:#?}",
-        urgent[1].status.report.containers
+        at_once[0].status.report.containers
     );
     // The last urgent write is the pod's last judgement: nothing left over.
     assert_eq!(
-        conclusion_hash(&urgent[2].status),
+        conclusion_hash(&at_once[1].status),
         conclusion_hash(&updates[updates.len() - 1].status)
     );
-    assert_eq!(urgent[2].status, updates[updates.len() - 1].status);
+    assert_eq!(at_once[1].status, updates[updates.len() - 1].status);
 }

@@ -1399,3 +1399,50 @@ async fn a_change_that_concludes_nothing_new_waits_for_the_refresh() {
     );
     stop(r).await;
 }
+
+/// A pod seen before any of its containers did anything concludes nothing
+/// yet (`ledger::urgent`): its report is not created until it concludes
+/// something, and then created with that first conclusion, one status
+/// write where there were two; a pod that concludes nothing gets its report
+/// within the refresh all the same.
+#[tokio::test]
+async fn a_new_report_waits_for_its_first_conclusion_or_the_refresh() {
+    let refresh = Duration::from_millis(1500);
+    let cfg = WriterConfig {
+        refresh,
+        ..WriterConfig::default()
+    };
+    let seen = |name: &str| {
+        let mut u = named(name, Verdict::Pending, vec![]);
+        u.status.report.startup = Verdict::Pending;
+        u
+    };
+    let mut r = start_with(true, cfg, 8);
+    r.send(apply(seen("web-1b2c3d4e"))).await;
+    quiet(&mut r.handle, Duration::from_millis(800)).await;
+    // Its startup judged: created at once, with that status.
+    r.send(apply(named("web-1b2c3d4e", Verdict::Pending, vec![])))
+        .await;
+    let t = Instant::now();
+    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    assert!(t.elapsed() < Duration::from_millis(800));
+    assert_eq!(st["status"]["startup"], "Verified");
+    quiet(&mut r.handle, refresh).await;
+    // Another pod that concludes nothing: its report within the refresh.
+    let other = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/web-0000";
+    r.send(apply(seen("web-0000"))).await;
+    let t = Instant::now();
+    expect(&mut r.handle, "PATCH", &format!("{other}?")).await;
+    let st = expect(&mut r.handle, "PATCH", &format!("{other}/status?")).await;
+    assert!(t.elapsed() >= refresh - Duration::from_millis(100));
+    assert_eq!(st["status"]["startup"], "Pending");
+    r.counted(&[("written", 2)]).await;
+    // Latency is observed for the urgent write only.
+    assert!(
+        r.metrics
+            .render()
+            .contains("sidecar_order_report_latency_seconds_count 1")
+    );
+    stop(r).await;
+}

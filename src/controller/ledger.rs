@@ -204,6 +204,59 @@ pub fn hashes(spec: &ReportSpec, s: &ReportStatus) -> (u64, u64) {
     (hash_bytes(&json), hash_bytes(&json[..concluded]))
 }
 
+/// Whether a status, whose `conclusion_hash` is `conclusion`, is written
+/// at once (`queue::Outgoing::urgent`): when it concludes other than
+/// `before`, the conclusion of the work queued for the report, else of the
+/// stored report. A report neither queued nor stored is urgent once it
+/// concludes anything (`concludes_nothing`): a pod seen before any of its
+/// containers did anything is written with its first conclusion, or
+/// within `writer::REFRESH_WITHIN` if none comes (a write per pod, a
+/// quarter of a take-in's).
+pub fn urgent(before: Option<u64>, conclusion: u64, s: &ReportStatus) -> bool {
+    match before {
+        Some(b) => b != conclusion,
+        None => !concludes_nothing(s),
+    }
+}
+
+/// A status that concludes nothing yet: both phases Pending from complete
+/// evidence, no violation, probe failure, restart or check that did not
+/// pass, the pod not ended. What `conclusion_hash` covers, read the same
+/// way field by field.
+pub fn concludes_nothing(s: &ReportStatus) -> bool {
+    let ReportStatus {
+        report,
+        violation_count,
+        probe_failure_count,
+        sidecar_restarts,
+        pod_ended_at,
+        kubelet_version: _,
+        write_id: _,
+        earlier_write_ids: _,
+    } = s;
+    let Report {
+        startup,
+        shutdown,
+        sidecars: _,
+        evidence,
+        gaps,
+        violations,
+        probe_failures,
+        containers,
+        checks,
+    } = report;
+    *startup == Verdict::Pending
+        && *shutdown == Verdict::Pending
+        && *evidence == crate::report::Evidence::Complete
+        && gaps.is_empty()
+        && violations.is_empty()
+        && probe_failures.is_empty()
+        && (*violation_count, *probe_failure_count, *sidecar_restarts) == (0, 0, 0)
+        && pod_ended_at.is_none()
+        && containers.iter().all(|c| c.restarts == 0)
+        && checks.iter().all(|c| c.outcome == Outcome::Verified)
+}
+
 /// The JSON both hashes are taken of, built in one buffer and hashed at
 /// once (fed to the hasher token by token, a few bytes each, SipHash's
 /// cost per call was most of the time): what the report concludes first,
@@ -498,5 +551,40 @@ mod tests {
         other.kubelet_version = Some("v1.34.4".into());
         assert_ne!(status_hash(&spec, &running), status_hash(&spec, &other));
         assert_eq!(conclusion_hash(&running), conclusion_hash(&other));
+    }
+
+    #[test]
+    fn a_new_report_is_urgent_once_it_concludes_anything() {
+        let mut seen = status("Waiting", 0);
+        seen.report.startup = Verdict::Pending;
+        assert!(concludes_nothing(&seen));
+        let c = conclusion_hash(&seen);
+        assert!(!urgent(None, c, &seen));
+        assert!(!urgent(Some(c), c, &seen));
+        // Each of these alone concludes something.
+        let changes: [fn(&mut ReportStatus); 9] = [
+            |s| s.report.startup = Verdict::Verified,
+            |s| s.report.shutdown = Verdict::Indeterminate,
+            |s| s.report.evidence = Evidence::Partial,
+            |s| s.report.gaps.push("expired events".into()),
+            |s| s.probe_failure_count = 1,
+            |s| s.violation_count = 1,
+            |s| s.sidecar_restarts = 1,
+            |s| s.pod_ended_at = Some("2025-01-01T00:00:00Z".into()),
+            |s| s.report.containers[0].restarts = 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut s = seen.clone();
+            change(&mut s);
+            assert!(!concludes_nothing(&s), "change {i}");
+            assert!(urgent(None, conclusion_hash(&s), &s), "change {i}");
+            assert!(urgent(Some(c), conclusion_hash(&s), &s), "change {i}");
+        }
+        // The containers' states and the kubelet's version conclude nothing.
+        let mut s = seen.clone();
+        s.report.containers[0].state = "Running".into();
+        s.kubelet_version = Some("v1.34.4".into());
+        assert!(concludes_nothing(&s));
+        assert!(!urgent(Some(c), conclusion_hash(&s), &s));
     }
 }

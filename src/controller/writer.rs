@@ -13,7 +13,7 @@
 
 use crate::controller::events;
 use crate::controller::ledger::{
-    Digest, Increments, Ledger, hashes, increments_over, status_hash, written_by,
+    Digest, Increments, Ledger, hashes, increments_over, status_hash, urgent, written_by,
 };
 use crate::controller::memory;
 use crate::controller::metrics::Metrics;
@@ -982,12 +982,13 @@ pub async fn run(
                                 continue;
                             }
                             // Urgent if it concludes other than what is
-                            // queued for the report, else than what is stored.
+                            // queued for the report, else than what is
+                            // stored; a new report once it concludes anything.
                             let before = match concluding.get(&key) {
                                 Some(&q) => Some(q),
                                 None => writer.ledger().conclusion(&key),
                             };
-                            o.urgent = before != Some(c);
+                            o.urgent = urgent(before, c, &o.update.status);
                             concluding.insert(key, c);
                         }
                         queue.push(work);
