@@ -508,7 +508,7 @@ fn json_diff(a: &Value, b: &Value) -> String {
 /// the startup carries the containers as they are then: all three started.
 #[test]
 fn only_a_change_of_what_a_report_concludes_is_urgent() {
-    use sidecar_order::controller::ledger::{conclusion_hash, concludes_nothing, urgent};
+    use sidecar_order::controller::ledger::{concludes_nothing, conclusion_hash, urgent};
     let items = stream();
     let versions = items
         .iter()
