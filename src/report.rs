@@ -187,9 +187,9 @@ pub struct Report {
     pub violations: Vec<Violation>,
     pub probe_failures: Vec<ProbeFailure>,
     /// The containers as they were judged. The controller writes a change
-    /// of what a report concludes (verdicts, evidence, violations, probe
-    /// failures, restarts, a check that did not pass, the pod's end) at
-    /// once, and a change of these within 10 s.
+    /// of what a report concludes (verdicts, violations, probe failures,
+    /// restarts, a check that did not pass, the pod's end) at once, and a
+    /// change of these, or of the evidence and gaps, within 10 s.
     pub containers: Vec<ContainerReport>,
     /// The decided checks: one that passed is written within 10 s, with
     /// the containers.

@@ -180,13 +180,18 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
     hash_bytes(&json)
 }
 
-/// A hash of what a report concludes: its verdicts, its evidence and
-/// gaps, its violations, probe failures and restarts, every check that did
-/// not pass, and the pod's end. A status that changes it is written at once
-/// (`queue::Outgoing::urgent`); one that changes only the rest (the
+/// A hash of what a report concludes: its verdicts, its violations, probe
+/// failures and restarts, every check that did not pass, and the pod's end.
+/// A status that changes it is written at once (`queue::Outgoing::urgent`);
+/// one that changes only the rest (the evidence and its gaps, the
 /// containers' states and times, a passed check, the kubelet's version
 /// once the pod is bound, the spec) waits up to `writer::REFRESH_WITHIN`
-/// for the next change of what the report concludes to carry it. A pod's
+/// for the next change of what the report concludes to carry it. The
+/// evidence is not a conclusion of its own: while the kubelet's Started
+/// Event of a container that the pod's status shows started is on its way,
+/// the report reads Partial ("no Started event"), complete again a moment
+/// later. Written at once, those flips were four of a kwok pod's six
+/// urgent changes at start. A pod's
 /// startup is judged when its last app starts and its shutdown when its
 /// last container stops: a write per container start or stop was about
 /// five per pod where two or three say the same, as many etcd writes as
@@ -219,10 +224,10 @@ pub fn urgent(before: Option<u64>, conclusion: u64, s: &ReportStatus) -> bool {
     }
 }
 
-/// A status that concludes nothing yet: both phases Pending from complete
-/// evidence, no violation, probe failure, restart or check that did not
-/// pass, the pod not ended. What `conclusion_hash` covers, read the same
-/// way field by field.
+/// A status that concludes nothing yet: both phases Pending, no
+/// violation, probe failure, restart or check that did not pass, the pod
+/// not ended. What `conclusion_hash` covers, read the same way field by
+/// field.
 pub fn concludes_nothing(s: &ReportStatus) -> bool {
     let ReportStatus {
         report,
@@ -238,8 +243,8 @@ pub fn concludes_nothing(s: &ReportStatus) -> bool {
         startup,
         shutdown,
         sidecars: _,
-        evidence,
-        gaps,
+        evidence: _,
+        gaps: _,
         violations,
         probe_failures,
         containers,
@@ -247,8 +252,6 @@ pub fn concludes_nothing(s: &ReportStatus) -> bool {
     } = report;
     *startup == Verdict::Pending
         && *shutdown == Verdict::Pending
-        && *evidence == crate::report::Evidence::Complete
-        && gaps.is_empty()
         && violations.is_empty()
         && probe_failures.is_empty()
         && (*violation_count, *probe_failure_count, *sidecar_restarts) == (0, 0, 0)
@@ -293,8 +296,6 @@ fn status_json(json: &mut Vec<u8>, s: &ReportStatus, rest: Option<&ReportSpec>) 
             startup,
             shutdown,
             sidecars,
-            evidence,
-            gaps,
             violations,
             probe_failures,
             (violation_count, probe_failure_count, sidecar_restarts),
@@ -310,6 +311,7 @@ fn status_json(json: &mut Vec<u8>, s: &ReportStatus, rest: Option<&ReportSpec>) 
     let concluded = json.len();
     if let Some(spec) = rest {
         let _ = serde_json::to_writer(&mut *json, spec);
+        let _ = serde_json::to_writer(&mut *json, &(evidence, gaps));
         let _ = serde_json::to_writer(&mut *json, containers);
         for c in checks.iter().filter(passed) {
             let _ = serde_json::to_writer(&mut *json, c);
@@ -562,11 +564,9 @@ mod tests {
         assert!(!urgent(None, c, &seen));
         assert!(!urgent(Some(c), c, &seen));
         // Each of these alone concludes something.
-        let changes: [fn(&mut ReportStatus); 9] = [
+        let changes: [fn(&mut ReportStatus); 7] = [
             |s| s.report.startup = Verdict::Verified,
             |s| s.report.shutdown = Verdict::Indeterminate,
-            |s| s.report.evidence = Evidence::Partial,
-            |s| s.report.gaps.push("expired events".into()),
             |s| s.probe_failure_count = 1,
             |s| s.violation_count = 1,
             |s| s.sidecar_restarts = 1,
@@ -580,9 +580,12 @@ mod tests {
             assert!(urgent(None, conclusion_hash(&s), &s), "change {i}");
             assert!(urgent(Some(c), conclusion_hash(&s), &s), "change {i}");
         }
-        // The containers' states and the kubelet's version conclude nothing.
+        // The containers' states, the evidence (a Started Event on its
+        // way) and the kubelet's version conclude nothing.
         let mut s = seen.clone();
         s.report.containers[0].state = "Running".into();
+        s.report.evidence = Evidence::Partial;
+        s.report.gaps.push("no Started event for proxy".into());
         s.kubelet_version = Some("v1.34.4".into());
         assert!(concludes_nothing(&s));
         assert!(!urgent(Some(c), conclusion_hash(&s), &s));
