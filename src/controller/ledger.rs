@@ -190,8 +190,9 @@ pub fn status_hash(spec: &ReportSpec, s: &ReportStatus) -> u64 {
 /// evidence is not a conclusion of its own: while the kubelet's Started
 /// Event of a container that the pod's status shows started is on its way,
 /// the report reads Partial ("no Started event"), complete again a moment
-/// later. Written at once, those flips were four of a kwok pod's six
-/// urgent changes at start. A pod's
+/// later. Written at once, those flips were four of the six changes of a
+/// kwok pod's conclusion queued at its start (a debug log per queued
+/// status, 1,000 pods). A pod's
 /// startup is judged when its last app starts and its shutdown when its
 /// last container stops: a write per container start or stop was about
 /// five per pod where two or three say the same, as many etcd writes as
@@ -215,8 +216,8 @@ pub fn hashes(spec: &ReportSpec, s: &ReportStatus) -> (u64, u64) {
 /// stored report. A report neither queued nor stored is urgent once it
 /// concludes anything (`concludes_nothing`): a pod seen before any of its
 /// containers did anything is written with its first conclusion, or
-/// within `writer::REFRESH_WITHIN` if none comes (a write per pod, a
-/// quarter of a take-in's).
+/// within `writer::REFRESH_WITHIN` if none comes: one status write fewer
+/// per pod whose startup is judged within that time.
 pub fn urgent(before: Option<u64>, conclusion: u64, s: &ReportStatus) -> bool {
     match before {
         Some(b) => b != conclusion,
