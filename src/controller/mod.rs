@@ -4,6 +4,7 @@
 pub mod event_watch;
 pub mod events;
 pub mod gc;
+pub mod hold;
 pub mod lease;
 pub mod ledger;
 pub mod memory;

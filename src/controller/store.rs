@@ -685,9 +685,19 @@ impl Store {
 
     /// An Event was added or changed.
     pub fn event_applied(&mut self, ev: &Event, now: i64) -> Vec<Update> {
-        let Some((key, raw)) = RawEvent::read(ev) else {
-            return Vec::new();
-        };
+        match RawEvent::read(ev) {
+            Some((key, raw)) => self.raw_event_applied(key, raw, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// An Event already read (`RawEvent::read`, done by the Event watch).
+    pub fn raw_event_applied(
+        &mut self,
+        key: (String, String),
+        raw: RawEvent,
+        now: i64,
+    ) -> Vec<Update> {
         let cx = self.cx();
         let holding = self.holding();
         match self.pods.get_mut(&key) {
