@@ -561,7 +561,13 @@ pub async fn run(client_result: Result<Client, kube::Error>, s: Settings) -> Res
                             None => Vec::new(),
                         }
                     }
-                    Input::EventsListed => { synced += 1; tracing::info!("events listed"); Vec::new() }
+                    Input::EventsListed => {
+                        synced += 1;
+                        tracing::info!("events listed");
+                        // The Events held while the pods were listed are in.
+                        memory::release_free();
+                        Vec::new()
+                    }
                 }
             }
             read = async { stored_read.as_mut().expect("guarded").await }, if stored_read.is_some() => {
