@@ -3,12 +3,13 @@
 //! report of its own and the old pod's shutdown verdict survives.
 
 use crate::report::Report;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResource;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The field manager of every server-side apply this project makes.
+/// The field manager of every write this project makes.
 pub const FIELD_MANAGER: &str = "sidecar-order";
 
 /// Which pod a report is about.
@@ -133,9 +134,31 @@ pub fn report_name(pod_name: &str, pod_uid: &str) -> String {
     format!("{}-{}", &pod_name[..keep], suffix)
 }
 
+/// The CRD, without the status subresource that kube's derive adds: a
+/// report's status is a field like its spec, so that a new report is
+/// created with its status in one call (with the subresource, a create
+/// drops the status, and every new report took two writes). Nothing but
+/// the controller writes a report.
+pub fn definition() -> CustomResourceDefinition {
+    let mut crd = SidecarOrderReport::crd();
+    for v in &mut crd.spec.versions {
+        v.subresources = None;
+    }
+    crd
+}
+
+/// Whether an installed CRD has the status subresource (an older
+/// sidecar-order's): a status written with the report would be dropped.
+pub fn has_status_subresource(crd: &CustomResourceDefinition) -> bool {
+    crd.spec
+        .versions
+        .iter()
+        .any(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some()))
+}
+
 /// The CRD as YAML, as `sidecar-order crd` prints it.
 pub fn crd_yaml() -> String {
-    serde_saphyr::to_string(&SidecarOrderReport::crd()).expect("the CRD serializes")
+    serde_saphyr::to_string(&definition()).expect("the CRD serializes")
 }
 
 #[cfg(test)]
@@ -155,6 +178,12 @@ mod tests {
                 "{path} is stale: run `make crds` and commit it"
             );
         }
+    }
+
+    #[test]
+    fn the_crd_has_no_status_subresource() {
+        assert!(has_status_subresource(&SidecarOrderReport::crd()));
+        assert!(!has_status_subresource(&definition()));
     }
 
     #[test]

@@ -94,13 +94,47 @@ async fn next_with_uri(handle: &mut Handle, method: &str, path: &str) -> (Value,
     let uri = req.uri().to_string();
     assert_eq!(req.method().as_str(), method, "{uri}");
     assert!(uri.starts_with(path), "{uri} is not {path}");
-    if method == "PATCH" {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let report_write = uri.contains("/sidecarorderreports");
+    if report_write && matches!(method, "PATCH" | "POST") {
         assert!(uri.contains("fieldManager=sidecar-order"), "{uri}");
-        assert!(uri.contains("force=true"), "{uri}");
     }
     let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if report_write && method == "PATCH" {
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/json-patch+json"),
+            "{uri}"
+        );
+        body = patched(&body);
+    }
     (body, send, uri)
+}
+
+/// A report write's JSON patch, read as the object it makes: the spec and
+/// the status it adds (replacing them whole), and the resourceVersion it
+/// must go over under `metadata`. Any other operation fails the test.
+fn patched(ops: &Value) -> Value {
+    let mut obj = json!({"metadata": {}});
+    for op in ops.as_array().expect("a JSON patch") {
+        match (op["op"].as_str(), op["path"].as_str()) {
+            (Some("replace"), Some("/metadata/resourceVersion")) => {
+                obj["metadata"]["resourceVersion"] = op["value"].clone();
+            }
+            (Some("add"), Some("/spec")) => obj["spec"] = op["value"].clone(),
+            (Some("add"), Some("/status")) => obj["status"] = op["value"].clone(),
+            other => panic!("unexpected operation {other:?} in {ops}"),
+        }
+    }
+    assert!(
+        obj.get("spec").is_some() && obj.get("status").is_some(),
+        "{ops}"
+    );
+    obj
 }
 
 /// The object echoed back, as the API server does.
@@ -151,25 +185,33 @@ const REPORT: &str =
     "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/web-1b2c3d4e";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
-fn spec_path() -> String {
+const REPORTS: &str = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports";
+
+/// Where a new report is created (POST, with its status).
+fn create_path() -> String {
+    format!("{REPORTS}?")
+}
+
+/// Where a stored report is written (a JSON patch).
+fn write_path() -> String {
     format!("{REPORT}?")
 }
 
-fn status_path() -> String {
-    format!("{REPORT}/status?")
-}
-
 #[tokio::test]
-async fn applies_spec_once_then_status_and_records_pod_events() {
+async fn creates_a_report_with_its_status_then_patches_it_and_records_pod_events() {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let w = ReportWriter::new(client, Metrics::new(), Some("test".into()));
     let server = tokio::spawn(async move {
-        let spec = expect(&mut handle, "PATCH", &spec_path()).await;
-        assert_eq!(spec["kind"], "SidecarOrderReport");
-        assert_eq!(spec["spec"]["podName"], "web");
-        assert!(spec.get("status").is_none());
-        let st = expect(&mut handle, "PATCH", &status_path()).await;
+        // One call: the report and its status.
+        let st = expect(&mut handle, "POST", &create_path()).await;
+        assert_eq!(st["kind"], "SidecarOrderReport");
+        assert_eq!(st["metadata"]["name"], "web-1b2c3d4e");
+        assert_eq!(
+            st["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "sidecar-order"
+        );
+        assert_eq!(st["spec"]["podName"], "web");
         assert_eq!(st["status"]["shutdown"], "Violated");
         assert_eq!(st["status"]["violationCount"], 1);
         let ev = expect(&mut handle, "POST", EVENTS).await;
@@ -182,9 +224,10 @@ async fn applies_spec_once_then_status_and_records_pod_events() {
                 .unwrap()
                 .starts_with("sidecar-stopped-before-app: ")
         );
-        // The second write of the same report: status only.
-        let st = expect(&mut handle, "PATCH", &status_path()).await;
+        // The second write of the same report: a patch of it.
+        let st = expect(&mut handle, "PATCH", &write_path()).await;
         assert_eq!(st["status"]["shutdown"], "Verified");
+        assert_eq!(st["spec"]["podName"], "web");
         handle
     });
     let u = update(Verdict::Violated, vec![violation()]);
@@ -318,15 +361,14 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
     // ...the takeover brings the index's reports: the stored ones are read
     // (none here), then what differs is written.
     takeover(&tx, vec![update(Verdict::Verified, vec![])], &[]).await;
-    expect(&mut handle, "PATCH", &spec_path()).await;
-    let st = expect(&mut handle, "PATCH", &status_path()).await;
+    let st = expect(&mut handle, "POST", &create_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
     // Closing the channel (SIGTERM) flushes what is pending, then the task ends.
     tx.send(Msg::Work(apply(update(Verdict::Violated, vec![]))))
         .await
         .unwrap();
     drop(tx);
-    let st = expect(&mut handle, "PATCH", &status_path()).await;
+    let st = expect(&mut handle, "PATCH", &write_path()).await;
     assert_eq!(st["status"]["shutdown"], "Violated");
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -338,7 +380,9 @@ async fn only_the_leader_writes_and_pending_writes_are_flushed() {
 }
 
 /// On SIGTERM the pending writes get until the flush timeout; an API server
-/// that refuses them all must not keep the controller (and its lease) alive.
+/// that refuses them all must not keep the controller (and its lease)
+/// alive. A create refused with a 5xx may have landed all the same: it is
+/// read back, for at most the flush timeout again, then left uncounted.
 #[tokio::test(start_paused = true)]
 async fn a_failing_flush_gives_up_at_the_flush_timeout() {
     let cfg = WriterConfig {
@@ -358,27 +402,37 @@ async fn a_failing_flush_gives_up_at_the_flush_timeout() {
     drop(tx);
     // Refuses every request until the writer (and its client) is gone.
     let answerer = tokio::spawn(async move {
-        let mut refused = 0;
-        while let Some((_, send)) = handle.next_request().await {
-            refused += 1;
+        let (mut creates, mut reads) = (0, 0);
+        while let Some((req, send)) = handle.next_request().await {
+            match req.method().as_str() {
+                "POST" => creates += 1,
+                "GET" => reads += 1,
+                other => panic!("unexpected {other} {}", req.uri()),
+            }
             send.send_response(status_reply(500, "InternalError"));
         }
-        refused
+        (creates, reads)
     });
     let start = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .expect("the writer kept retrying")
         .unwrap();
-    assert!(start.elapsed() <= Duration::from_millis(2100));
-    let refused = answerer.await.unwrap();
+    assert!(start.elapsed() <= Duration::from_millis(4100));
+    let (creates, reads) = answerer.await.unwrap();
     // 200 ms, 400 ms, 800 ms of backoff fit in 2 s: four tries.
-    assert!(refused >= 3, "only {refused} tries");
+    assert!(creates >= 3, "only {creates} tries");
+    assert!(reads >= 1, "the creates were not read back");
     let failed = metrics
         .report_writes
         .with_label_values(&["server_error"])
         .get();
-    assert_eq!(failed, refused);
+    assert_eq!(failed, creates);
+    let unknown = metrics
+        .report_writes
+        .with_label_values(&["unanswered_unknown"])
+        .get();
+    assert_eq!(unknown, 1, "one report's creates, none known landed");
 }
 
 /// Two more updates of a report while its write is in flight: one more
@@ -387,15 +441,14 @@ async fn a_failing_flush_gives_up_at_the_flush_timeout() {
 async fn updates_during_a_write_are_coalesced_into_one_more_write() {
     let mut r = start_writer(true);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
-    let (spec, reply) = next(&mut r.handle, "PATCH", &spec_path()).await;
+    let (first, reply) = next(&mut r.handle, "POST", &create_path()).await;
+    assert_eq!(first["status"]["shutdown"], "Pending");
     r.send(apply(update(Verdict::Verified, vec![]))).await;
     r.send(apply(update(Verdict::Violated, vec![]))).await;
     // Not written concurrently.
     quiet(&mut r.handle, Duration::from_millis(100)).await;
-    reply.send_response(echo(&spec));
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
-    assert_eq!(st["status"]["shutdown"], "Pending");
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    reply.send_response(echo(&first));
+    let st = expect(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(st["status"]["shutdown"], "Violated");
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     r.counted(&[("written", 2)]).await;
@@ -407,13 +460,11 @@ async fn updates_during_a_write_are_coalesced_into_one_more_write() {
 async fn a_report_deleted_behind_our_back_is_created_again() {
     let mut r = start_writer(true);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     r.send(apply(update(Verdict::Verified, vec![]))).await;
-    refuse(&mut r.handle, "PATCH", &status_path(), 404).await;
-    let spec = expect(&mut r.handle, "PATCH", &spec_path()).await;
-    assert_eq!(spec["spec"]["podName"], "web");
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    refuse(&mut r.handle, "PATCH", &write_path(), 404).await;
+    let st = expect(&mut r.handle, "POST", &create_path()).await;
+    assert_eq!(st["spec"]["podName"], "web");
     assert_eq!(st["status"]["shutdown"], "Verified");
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     r.counted(&[("written", 1), ("recreated", 1)]).await;
@@ -424,9 +475,10 @@ async fn a_report_deleted_behind_our_back_is_created_again() {
 #[tokio::test(start_paused = true)]
 async fn a_deleted_report_of_an_ended_pod_is_dropped() {
     let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     r.send(apply(ended(Verdict::Verified))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    refuse(&mut r.handle, "PATCH", &status_path(), 404).await;
+    refuse(&mut r.handle, "PATCH", &write_path(), 404).await;
     quiet(&mut r.handle, Duration::from_secs(120)).await;
     r.counted(&[("not_found_dropped", 1)]).await;
     stop(r).await;
@@ -438,27 +490,23 @@ async fn a_deleted_report_of_an_ended_pod_is_dropped() {
 async fn a_rejected_write_is_given_up() {
     let mut r = start_writer(true);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
-    refuse(&mut r.handle, "PATCH", &spec_path(), 422).await;
+    refuse(&mut r.handle, "POST", &create_path(), 422).await;
     quiet(&mut r.handle, Duration::from_secs(120)).await;
     r.counted(&[("rejected", 1)]).await;
     r.send(apply(update(Verdict::Verified, vec![]))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     r.counted(&[("written", 1)]).await;
     stop(r).await;
 }
 
-/// A server error is retried after the backoff; the spec already applied
-/// is not applied again.
+/// A server error is retried after the backoff.
 #[tokio::test(start_paused = true)]
 async fn a_server_error_is_retried_after_a_backoff() {
     let mut r = start_writer(true);
     r.send(apply(update(Verdict::Pending, vec![]))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    refuse(&mut r.handle, "PATCH", &status_path(), 500).await;
+    refuse(&mut r.handle, "POST", &create_path(), 500).await;
     let failed_at = tokio::time::Instant::now();
-    // The spec's answer said the report exists: only the status again.
-    let (st, send) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (st, send) = next(&mut r.handle, "POST", &create_path()).await;
     let waited = failed_at.elapsed();
     send.send_response(echo(&st));
     assert_eq!(st["status"]["shutdown"], "Pending");
@@ -481,11 +529,25 @@ async fn a_call_that_never_answers_times_out_and_is_retried() {
     r.send(apply(update(Verdict::Pending, vec![]))).await;
     let sent_at = tokio::time::Instant::now();
     // Held, never answered.
-    let (_, _held) = next(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
+    let (first, _held) = next(&mut r.handle, "POST", &create_path()).await;
+    // Retried as a create, never written over a report unread.
+    let (_, send) = next(&mut r.handle, "POST", &create_path()).await;
     assert!(sent_at.elapsed() >= Duration::from_secs(2));
-    expect(&mut r.handle, "PATCH", &status_path()).await;
-    r.counted(&[("timeout", 1), ("written", 1)]).await;
+    send.send_response(status_reply(409, "AlreadyExists"));
+    // The first one had landed: read, it counts once, and what it stored
+    // is what there is to write.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    let mut landed = update(Verdict::Pending, vec![]);
+    landed.status.write_id = first["status"]["writeId"].as_str().map(Into::into);
+    send.send_response(echo(&stored_at(&landed, "3")));
+    quiet(&mut r.handle, Duration::from_secs(5)).await;
+    r.counted(&[
+        ("timeout", 1),
+        ("conflict", 1),
+        ("unanswered_landed", 1),
+        ("written", 0),
+    ])
+    .await;
     stop(r).await;
 }
 
@@ -500,17 +562,10 @@ async fn several_reports_are_written_at_once() {
     for name in ["a", "b", "c"] {
         r.send(apply(named(name, Verdict::Pending, vec![]))).await;
     }
-    let base = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/";
     let mut first = Vec::new();
     for _ in 0..2 {
-        let (req, reply) = tokio::time::timeout(Duration::from_secs(5), r.handle.next_request())
-            .await
-            .expect("two writes at once")
-            .unwrap();
-        let uri = req.uri().to_string();
-        let name = uri[base.len()..].split('?').next().unwrap().to_string();
-        let body = req.into_body().collect_bytes().await.unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let (body, reply) = next(&mut r.handle, "POST", &create_path()).await;
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
         first.push((name, body, reply));
     }
     let mut names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -518,15 +573,13 @@ async fn several_reports_are_written_at_once() {
     assert_eq!(names, ["a", "b"]);
     // Both slots are taken: "c" waits.
     quiet(&mut r.handle, Duration::from_millis(200)).await;
-    let (later, body, reply) = first.pop().unwrap();
+    let (_, body, reply) = first.pop().unwrap();
     reply.send_response(echo(&body));
-    expect(&mut r.handle, "PATCH", &format!("{base}{later}/status?")).await;
     // One is done: "c" gets its slot while the other still waits.
-    expect(&mut r.handle, "PATCH", &format!("{base}c?")).await;
-    expect(&mut r.handle, "PATCH", &format!("{base}c/status?")).await;
-    let (earlier, body, reply) = first.pop().unwrap();
+    let c = expect(&mut r.handle, "POST", &create_path()).await;
+    assert_eq!(c["metadata"]["name"], "c");
+    let (_, body, reply) = first.pop().unwrap();
     reply.send_response(echo(&body));
-    expect(&mut r.handle, "PATCH", &format!("{base}{earlier}/status?")).await;
     r.counted(&[("written", 3)]).await;
     stop(r).await;
 }
@@ -573,9 +626,8 @@ async fn a_delete_drops_the_pending_write() {
     // Another report's write holds the only slot...
     r.send(apply(named("other-9a8b7c6d", Verdict::Verified, vec![])))
         .await;
-    let other =
-        "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/other-9a8b7c6d";
-    let (body, held) = next(&mut r.handle, "PATCH", &format!("{other}?")).await;
+    let (body, held) = next(&mut r.handle, "POST", &create_path()).await;
+    assert_eq!(body["metadata"]["name"], "other-9a8b7c6d");
     // ...while an apply and a delete of this one wait: the delete wins.
     r.send(apply(update(Verdict::Verified, vec![violation()])))
         .await;
@@ -586,7 +638,6 @@ async fn a_delete_drops_the_pending_write() {
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     held.send_response(echo(&body));
-    expect(&mut r.handle, "PATCH", &format!("{other}/status?")).await;
     let (_, reply) = next(&mut r.handle, "DELETE", REPORT).await;
     let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200});
     reply.send_response(
@@ -596,10 +647,9 @@ async fn a_delete_drops_the_pending_write() {
     );
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     r.counted(&[("deleted", 1), ("written", 1)]).await;
-    // The writer forgot the report: were it wanted again, its spec is applied.
+    // The writer forgot the report: were it wanted again, it is created.
     r.send(apply(update(Verdict::Verified, vec![]))).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     stop(r).await;
 }
 
@@ -607,7 +657,7 @@ async fn a_delete_drops_the_pending_write() {
 #[test]
 fn every_error_counts_as_a_known_result() {
     let api = |code: u16| WriteError::Api {
-        call: Call::ApplyStatus,
+        call: Call::Write,
         namespace: "shop".into(),
         name: "r".into(),
         source: kube::Error::Api(
@@ -927,14 +977,14 @@ async fn a_new_leader_writes_nothing_the_stored_reports_hold() {
 }
 
 /// The stored report lacks the violation (the old leader died before it
-/// wrote it): written, announced and counted once, the spec not applied
-/// again (the report exists).
+/// wrote it): written, announced and counted once, patched (the report
+/// exists).
 #[tokio::test]
 async fn a_new_leader_announces_and_counts_what_the_report_lacks() {
     let mut r = handover(vec![update(Verdict::Pending, vec![])]).await;
     let ev = expect(&mut r.handle, "POST", EVENTS).await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(st["status"]["violationCount"], 1);
     r.counted(&[("written", 1)]).await;
     let violations = r.violations_counted();
@@ -943,14 +993,13 @@ async fn a_new_leader_announces_and_counts_what_the_report_lacks() {
     stop(r).await;
 }
 
-/// No stored report at all: created (spec, status), announced.
+/// No stored report at all: created with its status, announced.
 #[tokio::test]
 async fn a_new_leader_creates_a_report_nobody_stored() {
     let mut r = handover(vec![]).await;
     let ev = expect(&mut r.handle, "POST", EVENTS).await;
     assert_eq!(ev["reason"], "SidecarOrderViolation");
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     stop(r).await;
 }
 
@@ -1004,7 +1053,7 @@ async fn a_new_leader_closes_live_reports_of_pods_it_does_not_know() {
     let orphan = named("gone-5e6f7a8b", Verdict::Verified, vec![]);
     let mut r = takeover_with_orphan(&orphan, None).await;
     let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
-    let st = expect(&mut r.handle, "PATCH", &format!("{path}/status?")).await;
+    let st = expect(&mut r.handle, "PATCH", &format!("{path}?")).await;
     assert!(st["status"]["podEndedAt"].is_string(), "{st}");
     assert_eq!(st["status"]["evidence"], "Partial");
     r.counted(&[("closed", 1), ("written", 0)]).await;
@@ -1029,7 +1078,7 @@ async fn a_report_whose_pod_still_exists_is_not_closed() {
 
     let mut r = takeover_with_orphan(&orphan, Some(pod("another-uid"))).await;
     let path = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/gone-5e6f7a8b";
-    expect(&mut r.handle, "PATCH", &format!("{path}/status?")).await;
+    expect(&mut r.handle, "PATCH", &format!("{path}?")).await;
     r.counted(&[("closed", 1)]).await;
     stop(r).await;
 }
@@ -1041,8 +1090,7 @@ async fn a_failed_pod_event_is_counted_not_retried() {
     r.send(apply(update(Verdict::Violated, vec![violation()])))
         .await;
     refuse(&mut r.handle, "POST", EVENTS, 500).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     quiet(&mut r.handle, Duration::from_secs(120)).await;
     r.counted(&[("written", 1), ("event_error", 1)]).await;
     stop(r).await;
@@ -1061,8 +1109,7 @@ async fn an_event_announced_before_a_crash_is_not_announced_twice() {
     let want = sidecar_order::controller::events::event_name(&u.pod_name, &u.pod_uid, &violation());
     assert_eq!(ev["metadata"]["name"], want.as_str());
     send.send_response(status_reply(409, "AlreadyExists"));
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     quiet(&mut r.handle, Duration::from_secs(120)).await;
     r.counted(&[("written", 1), ("event_error", 0)]).await;
     assert_eq!(r.violations_counted(), 1);
@@ -1087,8 +1134,7 @@ async fn two_violations_of_one_pod_are_two_events() {
         b["note"].as_str().unwrap().ends_with("the other sidecar"),
         "{b}"
     );
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     quiet(&mut r.handle, Duration::from_secs(120)).await;
     stop(r).await;
 }
@@ -1107,8 +1153,7 @@ async fn with_leader_election_the_first_lease_is_a_takeover() {
     r.send(apply(update(Verdict::Pending, vec![]))).await;
     quiet(&mut r.handle, Duration::from_millis(300)).await;
     takeover(&r.tx, vec![update(Verdict::Verified, vec![])], &[]).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    let st = expect(&mut r.handle, "POST", &create_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
     stop(r).await;
 }
@@ -1127,8 +1172,7 @@ async fn lease_lost_mid_write_over(stored_ids: impl Fn(&str) -> (String, Vec<Str
     r.send(apply(update(Verdict::Violated, vec![violation()])))
         .await;
     expect(&mut r.handle, "POST", EVENTS).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    let (st, held) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (st, held) = next(&mut r.handle, "POST", &create_path()).await;
     let sent_id = st["status"]["writeId"]
         .as_str()
         .expect("every status write names itself")
@@ -1170,14 +1214,15 @@ async fn an_unanswered_write_that_did_not_land_is_not_counted() {
     stop(r).await;
 }
 
-/// A violating update sent, its report created at resourceVersion 5: the
-/// status write (checked to go over version 5), not answered yet.
+/// A report created at resourceVersion 5, then a violating update sent:
+/// its write (checked to go over version 5), not answered yet.
 async fn violation_written_over_5(r: &mut Running) -> (Value, Reply) {
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    created_at(&mut r.handle, "5").await;
     r.send(apply(update(Verdict::Violated, vec![violation()])))
         .await;
     expect(&mut r.handle, "POST", EVENTS).await;
-    created_at(&mut r.handle, "5").await;
-    let (st, reply) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (st, reply) = next(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(st["metadata"]["resourceVersion"], "5", "{st}");
     (st, reply)
 }
@@ -1211,6 +1256,63 @@ async fn an_unanswered_write_read_back_before_it_landed_is_read_again() {
     r.counted(&[
         ("unanswered_landed", 1),
         ("unanswered_lost", 0),
+        ("written", 1),
+    ])
+    .await;
+    assert_eq!(r.violations_counted(), 1);
+    stop(r).await;
+}
+
+/// A create whose report exists already (written by another replica, not
+/// in the ledger) answers 409: the report is read, and the write goes
+/// over the version read, naming the write it replaces, counting nothing
+/// the stored report holds. A create never writes over a report unread.
+#[tokio::test]
+async fn a_create_that_meets_a_stored_report_reads_it_and_writes_over_it() {
+    let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Violated, vec![violation()])))
+        .await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    refuse(&mut r.handle, "POST", &create_path(), 409).await;
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    let mut theirs = update(Verdict::Pending, vec![violation()]);
+    theirs.status.write_id = Some("other-1".into());
+    send.send_response(echo(&stored_at(&theirs, "7")));
+    let st = expect(&mut r.handle, "PATCH", &write_path()).await;
+    assert_eq!(st["metadata"]["resourceVersion"], "7", "{st}");
+    assert_eq!(st["status"]["earlierWriteIds"], json!(["other-1"]));
+    assert_eq!(st["status"]["shutdown"], "Violated");
+    r.counted(&[("conflict", 1), ("written", 1)]).await;
+    assert_eq!(r.violations_counted(), 0);
+    quiet(&mut r.handle, Duration::from_millis(300)).await;
+    stop(r).await;
+}
+
+/// A create that got no answer, read back while no report is stored, may
+/// yet land (the API server had not answered it): it is neither counted
+/// nor given up, but read back again, and counted once it shows. (Read as
+/// lost, a create landing after its read-back would count for nobody.)
+#[tokio::test]
+async fn an_unanswered_create_is_read_again_while_no_report_is_stored() {
+    let mut r = start_writer(true);
+    let u = update(Verdict::Violated, vec![violation()]);
+    r.send(apply(u.clone())).await;
+    expect(&mut r.handle, "POST", EVENTS).await;
+    let (sent, held) = next(&mut r.handle, "POST", &create_path()).await;
+    r.lead_tx.send(false).unwrap();
+    // Not stored yet.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    send.send_response(status_reply(404, "NotFound"));
+    // Then it landed.
+    let (_, send) = next(&mut r.handle, "GET", REPORT).await;
+    assert_eq!(r.count("unanswered_lost"), 0);
+    let mut stored = u.clone();
+    stored.status.write_id = sent["status"]["writeId"].as_str().map(Into::into);
+    send.send_response(echo(&stored_at(&stored, "2")));
+    drop(held);
+    r.counted(&[
+        ("unanswered_landed", 1),
+        ("unanswered_lost", 0),
         ("written", 0),
     ])
     .await;
@@ -1227,11 +1329,10 @@ async fn a_retried_write_counts_its_violation_once() {
     r.send(apply(update(Verdict::Violated, vec![violation()])))
         .await;
     expect(&mut r.handle, "POST", EVENTS).await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    refuse(&mut r.handle, "PATCH", &status_path(), 504).await;
-    // Announced again under the same name (409: it exists), then written.
+    refuse(&mut r.handle, "POST", &create_path(), 504).await;
+    // Announced again under the same name (409: it exists), then created.
     refuse(&mut r.handle, "POST", EVENTS, 409).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     r.counted(&[("server_error", 1), ("written", 1)]).await;
     assert_eq!(r.violations_counted(), 1);
     // Nothing left unanswered: losing the lease reads nothing back.
@@ -1249,10 +1350,10 @@ fn stored_at(u: &Update, rv: &str) -> Value {
     })
 }
 
-/// The spec applied, answered as created at `rv` (no status yet).
+/// A report created (with its status), answered as stored at `rv`.
 async fn created_at(handle: &mut Handle, rv: &str) {
-    let (spec, send) = next(handle, "PATCH", &spec_path()).await;
-    let mut obj = spec.clone();
+    let (created, send) = next(handle, "POST", &create_path()).await;
+    let mut obj = created.clone();
     obj["metadata"]["namespace"] = json!("shop");
     obj["metadata"]["resourceVersion"] = json!(rv);
     send.send_response(echo(&obj));
@@ -1273,7 +1374,7 @@ async fn a_status_write_over_a_report_changed_since_it_was_read_reads_it_again()
     theirs.status.write_id = Some("other-1".into());
     theirs.status.earlier_write_ids = vec!["other-0".into()];
     send.send_response(echo(&stored_at(&theirs, "7")));
-    let (st, send) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (st, send) = next(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(st["metadata"]["resourceVersion"], "7", "{st}");
     assert_eq!(
         st["status"]["earlierWriteIds"],
@@ -1281,7 +1382,7 @@ async fn a_status_write_over_a_report_changed_since_it_was_read_reads_it_again()
     );
     assert_eq!(st["status"]["shutdown"], "Violated");
     send.send_response(echo(&st));
-    r.counted(&[("conflict", 1), ("written", 1)]).await;
+    r.counted(&[("conflict", 1), ("written", 2)]).await;
     // The other replica stored the violation: it counted it, not us.
     assert_eq!(r.violations_counted(), 0);
     stop(r).await;
@@ -1293,14 +1394,15 @@ async fn a_status_write_over_a_report_changed_since_it_was_read_reads_it_again()
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_write_that_landed_is_found_by_the_conflict_it_causes() {
     let mut r = start_writer(true);
+    r.send(apply(update(Verdict::Pending, vec![]))).await;
+    created_at(&mut r.handle, "5").await;
     let u = update(Verdict::Violated, vec![violation()]);
     r.send(apply(u.clone())).await;
     expect(&mut r.handle, "POST", EVENTS).await;
-    created_at(&mut r.handle, "5").await;
-    let (first, send) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (first, send) = next(&mut r.handle, "PATCH", &write_path()).await;
     send.send_response(status_reply(504, "Timeout"));
     refuse(&mut r.handle, "POST", EVENTS, 409).await;
-    let (again, send) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (again, send) = next(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(again["metadata"]["resourceVersion"], "5");
     assert_ne!(again["status"]["writeId"], first["status"]["writeId"]);
     send.send_response(status_reply(409, "Conflict"));
@@ -1315,9 +1417,10 @@ async fn an_unanswered_write_that_landed_is_found_by_the_conflict_it_causes() {
     ])
     .await;
     assert_eq!(r.violations_counted(), 1);
-    // What it stored is what there is to write: nothing more is sent.
+    // What it stored is what there is to write: nothing more is sent
+    // (the one write counted is the create).
     quiet(&mut r.handle, Duration::from_secs(5)).await;
-    assert_eq!(r.count("written"), 0);
+    assert_eq!(r.count("written"), 1);
     stop(r).await;
 }
 
@@ -1366,12 +1469,11 @@ async fn a_change_that_concludes_nothing_new_waits_for_the_refresh() {
     let mut r = start_with(true, cfg, 8);
     r.send(apply(with_app(Verdict::Pending, "Waiting", false)))
         .await;
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    expect(&mut r.handle, "PATCH", &status_path()).await;
+    expect(&mut r.handle, "POST", &create_path()).await;
     // The verdict: written at once; held in flight.
     r.send(apply(with_app(Verdict::Verified, "Running", false)))
         .await;
-    let (st, reply) = next(&mut r.handle, "PATCH", &status_path()).await;
+    let (st, reply) = next(&mut r.handle, "PATCH", &write_path()).await;
     assert_eq!(st["status"]["shutdown"], "Verified");
     // Meanwhile the app is seen ready: nothing new concluded.
     let later = with_app(Verdict::Verified, "Running", true);
@@ -1379,7 +1481,7 @@ async fn a_change_that_concludes_nothing_new_waits_for_the_refresh() {
     let sent = Instant::now();
     reply.send_response(echo(&st));
     quiet(&mut r.handle, Duration::from_millis(800)).await;
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &write_path()).await;
     assert!(sent.elapsed() >= refresh - Duration::from_millis(100));
     assert_eq!(st["status"]["containers"][0]["ready"], true);
     // The pod's end concludes anew: at once.
@@ -1387,7 +1489,7 @@ async fn a_change_that_concludes_nothing_new_waits_for_the_refresh() {
     end.status.pod_ended_at = Some("2025-01-01T00:01:00Z".into());
     r.send(apply(end)).await;
     let t = Instant::now();
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    let st = expect(&mut r.handle, "PATCH", &write_path()).await;
     assert!(t.elapsed() < Duration::from_millis(800));
     assert!(st["status"]["podEndedAt"].is_string());
     r.counted(&[("written", 4)]).await;
@@ -1424,17 +1526,15 @@ async fn a_new_report_waits_for_its_first_conclusion_or_the_refresh() {
     r.send(apply(named("web-1b2c3d4e", Verdict::Pending, vec![])))
         .await;
     let t = Instant::now();
-    expect(&mut r.handle, "PATCH", &spec_path()).await;
-    let st = expect(&mut r.handle, "PATCH", &status_path()).await;
+    let st = expect(&mut r.handle, "POST", &create_path()).await;
     assert!(t.elapsed() < Duration::from_millis(800));
     assert_eq!(st["status"]["startup"], "Verified");
     quiet(&mut r.handle, refresh).await;
     // Another pod that concludes nothing: its report within the refresh.
-    let other = "/apis/sidecar-order.dev/v1alpha1/namespaces/shop/sidecarorderreports/web-0000";
     r.send(apply(seen("web-0000"))).await;
     let t = Instant::now();
-    expect(&mut r.handle, "PATCH", &format!("{other}?")).await;
-    let st = expect(&mut r.handle, "PATCH", &format!("{other}/status?")).await;
+    let st = expect(&mut r.handle, "POST", &create_path()).await;
+    assert_eq!(st["metadata"]["name"], "web-0000");
     assert!(t.elapsed() >= refresh - Duration::from_millis(100));
     assert_eq!(st["status"]["startup"], "Pending");
     r.counted(&[("written", 2)]).await;

@@ -31,7 +31,7 @@ pub struct Outgoing {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Work {
-    /// Write this report (server-side apply of spec once + status), then its pod Events.
+    /// Write this report (created with its status, or patched), then its pod Events.
     Apply(Outgoing),
     /// Delete this report (garbage collection decided by the store, which
     /// never asks for the report of a pod it still tracks).

@@ -39,6 +39,10 @@ pub enum RunError {
         "the SidecarOrderReport CRD ({0}) is not installed: run `sidecar-order crd | kubectl apply -f -` or `make deploy`"
     )]
     CrdMissing(String),
+    #[error(
+        "the installed SidecarOrderReport CRD ({0}) is an older sidecar-order's (it has a status subresource, which would drop every status written): apply this version's, `sidecar-order crd | kubectl apply -f -` (Helm does not upgrade CRDs)"
+    )]
+    CrdOutdated(String),
     #[error("the SidecarOrderReport CRD is not Established after {0:?}")]
     CrdNotEstablished(Duration),
     #[error("reading the CRD: {0}")]
@@ -86,8 +90,12 @@ fn now() -> i64 {
 async fn ensure_crd(client: &Client) -> Result<(), RunError> {
     let name = SidecarOrderReport::crd_name();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    if api.get_opt(name).await.map_err(RunError::Crd)?.is_none() {
-        return Err(RunError::CrdMissing(name.into()));
+    match api.get_opt(name).await.map_err(RunError::Crd)? {
+        None => return Err(RunError::CrdMissing(name.into())),
+        Some(crd) if crate::crd::has_status_subresource(&crd) => {
+            return Err(RunError::CrdOutdated(name.into()));
+        }
+        Some(_) => {}
     }
     let limit = Duration::from_secs(30);
     let established = wait::await_condition(api, name, wait::conditions::is_crd_established());

@@ -1,5 +1,6 @@
-//! Writes reports (server-side apply, one field manager), records a Warning
-//! Event on the pod for each new violation, and deletes the reports the
+//! Writes reports (a new one created with its status in one call, a stored
+//! one JSON-patched over the version read; one field manager), records a
+//! Warning Event on the pod for each new violation, and deletes the reports the
 //! store lets go. Only the holder of the lease writes, and keeps work; a
 //! standby keeps nothing. The stored reports are the ledger (`Ledger`): a
 //! write counts what its status adds to the stored one, after it succeeded;
@@ -26,7 +27,7 @@ use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::fmt;
@@ -42,31 +43,24 @@ use crate::controller::store::close_unseen;
 
 pub use crate::controller::events::EVENT_REASON;
 
-/// A server-side apply body of a report, typed: the status goes into the
-/// request in one pass, not through a `serde_json::Value` tree built and
-/// dropped for each write (a few percent of the controller's CPU in a
-/// take-in profile).
+/// A new report, as created: typed, so the status goes into the request
+/// in one pass, not through a `serde_json::Value` tree built and dropped
+/// for each write (a few percent of the controller's CPU in a take-in
+/// profile).
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ApplyBody<'a> {
+struct NewReport<'a> {
     api_version: &'a str,
     kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<ApplyMeta<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spec: Option<&'a ReportSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a ReportStatus>,
+    metadata: NewMeta<'a>,
+    spec: &'a ReportSpec,
+    status: &'a ReportStatus,
 }
 
 #[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ApplyMeta<'a> {
+struct NewMeta<'a> {
     name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    labels: Option<ManagedBy>,
+    labels: ManagedBy,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -75,11 +69,58 @@ struct ManagedBy {
     managed_by: &'static str,
 }
 
+/// A write over a stored report, as a JSON patch: the spec and the status
+/// replaced whole (so a field the new status lacks is gone, whoever set
+/// it), only over `resource_version` when given (a report written since
+/// answers 409), and nothing else of the report touched (its labels,
+/// annotations, finalizers). A JSON patch never creates a report: one
+/// deleted meanwhile answers 404.
+struct WriteOps<'a> {
+    resource_version: Option<&'a str>,
+    spec: &'a ReportSpec,
+    status: &'a ReportStatus,
+}
+
+#[derive(serde::Serialize)]
+struct Op<'a, T: serde::Serialize + ?Sized> {
+    op: &'static str,
+    path: &'static str,
+    value: &'a T,
+}
+
+impl serde::Serialize for WriteOps<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(None)?;
+        if let Some(rv) = self.resource_version {
+            // Replaced by the version it must be: the API server answers
+            // 409 unless the stored report is at that version.
+            seq.serialize_element(&Op {
+                op: "replace",
+                path: "/metadata/resourceVersion",
+                value: rv,
+            })?;
+        }
+        // "add" replaces a member that exists, and adds one that does not.
+        seq.serialize_element(&Op {
+            op: "add",
+            path: "/spec",
+            value: self.spec,
+        })?;
+        seq.serialize_element(&Op {
+            op: "add",
+            path: "/status",
+            value: self.status,
+        })?;
+        seq.end()
+    }
+}
+
 /// The API calls the writer makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
-    ApplySpec,
-    ApplyStatus,
+    Create,
+    Write,
     Get,
     GetPod,
     Delete,
@@ -89,8 +130,8 @@ pub enum Call {
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Call::ApplySpec => "applying the spec of report",
-            Call::ApplyStatus => "applying the status of report",
+            Call::Create => "creating report",
+            Call::Write => "writing report",
             Call::Get => "reading report",
             Call::GetPod => "reading the pod of report",
             Call::Delete => "deleting report",
@@ -224,6 +265,8 @@ pub struct Unanswered {
     update: Update,
     /// What the stored report had counted when the write was sent.
     before: Option<Digest>,
+    /// A create: sent over no report at all.
+    created: bool,
 }
 
 impl Unanswered {
@@ -327,9 +370,10 @@ impl ReportWriter {
             loop {
                 match self.call(Call::Get, &ns, &name, api.get_opt(&name)).await {
                     Ok(r) => {
+                        let exists = r.is_some();
                         let rv = r.as_ref().and_then(|r| r.metadata.resource_version.clone());
                         let status = r.and_then(|r| r.status);
-                        match self.resolve(sent, status.as_ref(), rv.as_deref()) {
+                        match self.resolve(sent, exists, status.as_ref(), rv.as_deref()) {
                             Ok(result) => break result,
                             Err(in_flight) if Instant::now() + wait < deadline => {
                                 tracing::debug!(
@@ -371,7 +415,7 @@ impl ReportWriter {
         tracing::info!(?results, "unanswered status writes read back");
     }
 
-    /// What a stored report (None: no report, or no status; at
+    /// What a stored report (`exists`; its status, None: none; at
     /// `stored_rv`) shows of a report's unanswered writes: the one it is
     /// or names as written over (`earlierWriteIds`) landed, and counts now
     /// what it added to the report as it was when sent; the others never
@@ -379,10 +423,12 @@ impl ReportWriter {
     /// that version is gone. While the report is still at the version a
     /// write was sent over, that write may yet land (the API server has
     /// not answered it, and may still apply it): nothing is decided, and
-    /// the writes come back as Err to be read back again.
+    /// the writes come back as Err to be read back again. So too a create,
+    /// while there is no report: it answers 409 once there is one.
     fn resolve(
         &self,
         sent: Vec<Unanswered>,
+        exists: bool,
         stored: Option<&ReportStatus>,
         stored_rv: Option<&str>,
     ) -> Result<&'static str, Vec<Unanswered>> {
@@ -398,6 +444,10 @@ impl ReportWriter {
                 "unanswered_landed"
             }
             None if stored_rv.is_some() && not_seen.iter().any(|w| w.sent_over() == stored_rv) => {
+                return Err(not_seen);
+            }
+            // No report: a create sent may still make it.
+            None if !exists && not_seen.iter().any(|w| w.created) => {
                 return Err(not_seen);
             }
             None => {
@@ -417,7 +467,7 @@ impl ReportWriter {
     fn take_stored(&self, key: &(String, String), r: &SidecarOrderReport) {
         let rv = r.metadata.resource_version.as_deref();
         if let Some(sent) = self.unanswered().remove(key)
-            && let Err(in_flight) = self.resolve(sent, r.status.as_ref(), rv)
+            && let Err(in_flight) = self.resolve(sent, true, r.status.as_ref(), rv)
         {
             // Still at the version they were sent over: the next write
             // over it, or the read its 409 brings, decides them.
@@ -429,15 +479,67 @@ impl ReportWriter {
         }
     }
 
-    /// Server-side applies the report's spec (when it is not known to
-    /// exist, or `recreate`) and status; once stored, what the status adds
-    /// to the ledger (the increments to count and announce). None: the
-    /// report, read again, holds that status already.
+    /// Creates a report: POST, which answers 409 (AlreadyExists) when it
+    /// exists, so a report stored by another replica, or by a write of
+    /// ours that got no answer, is never written over unread.
+    async fn create_report(
+        &self,
+        ns: &str,
+        u: &Update,
+        status: &ReportStatus,
+    ) -> Result<WrittenReport, kube::Error> {
+        let body = NewReport {
+            api_version: &SidecarOrderReport::api_version(&()),
+            kind: &SidecarOrderReport::kind(&()),
+            metadata: NewMeta {
+                name: &u.report_name,
+                labels: ManagedBy {
+                    managed_by: "sidecar-order",
+                },
+            },
+            spec: &u.spec,
+            status,
+        };
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let body = serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?;
+        let req = kube::core::Request::new(SidecarOrderReport::url_path(&(), Some(ns)))
+            .create(&pp, body)
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request(req).await
+    }
+
+    /// Writes a stored report's spec and status (`WriteOps`), over
+    /// `resource_version` when given.
+    async fn write_report<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: &str,
+        name: &str,
+        ops: &WriteOps<'_>,
+    ) -> Result<T, kube::Error> {
+        let uri = format!(
+            "{}/{name}?fieldManager={FIELD_MANAGER}",
+            SidecarOrderReport::url_path(&(), Some(ns))
+        );
+        let body = serde_json::to_vec(ops).map_err(kube::Error::SerdeError)?;
+        let req = http::Request::patch(uri)
+            .header(http::header::CONTENT_TYPE, "application/json-patch+json")
+            .body(body)
+            .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
+        self.client.request(req).await
+    }
+
+    /// Writes a report: created with its status when it is not known to
+    /// be stored (or `recreate`), in one call; else written over the
+    /// version of it the ledger holds (its `resourceVersion`). Once stored,
+    /// what the status adds to the ledger (the increments to count and
+    /// announce). None: the report, read again, holds that status already.
     ///
-    /// The status applies only over the version of the report the ledger
-    /// holds (its `resourceVersion`): a report written since by another
-    /// replica, or by a write of ours that got no answer, answers 409, is
-    /// read again, and the write goes over what it holds.
+    /// A report created or written since (by another replica, or by a
+    /// write of ours that got no answer) answers 409, is read again, and
+    /// the write goes over what it holds.
     pub async fn apply_report(
         &self,
         u: &Update,
@@ -446,37 +548,17 @@ impl ReportWriter {
     ) -> Result<Option<Increments>, WriteError> {
         let (ns, name) = (u.namespace.as_str(), u.report_name.as_str());
         let api: Api<WireReport> = Api::namespaced(self.client.clone(), ns);
-        // Status writes: only the stored version is read from the answer.
-        let written_api: Api<WrittenReport> = Api::namespaced(self.client.clone(), ns);
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
         let key = (u.namespace.clone(), u.report_name.clone());
-        let api_version = SidecarOrderReport::api_version(&());
-        let kind = SidecarOrderReport::kind(&());
-        if recreate || !self.ledger().contains(&key) {
-            let obj = ApplyBody {
-                api_version: &api_version,
-                kind: &kind,
-                metadata: Some(ApplyMeta {
-                    name,
-                    resource_version: None,
-                    labels: Some(ManagedBy {
-                        managed_by: "sidecar-order",
-                    }),
-                }),
-                spec: Some(&u.spec),
-                status: None,
-            };
-            let patch = Patch::Apply(&obj);
-            let stored = self
-                .call(Call::ApplySpec, ns, name, api.patch(name, &pp, &patch))
-                .await?;
-            // The answer is the report as stored, with any status written.
-            self.take_stored(&key, &stored.into());
-        }
+        let mut create = recreate || !self.ledger().contains(&key);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let before = self.ledger().digest(&key);
+            // A report created is new: nothing stored before it counts.
+            let before = if create {
+                None
+            } else {
+                self.ledger().digest(&key)
+            };
             if before.as_ref().is_some_and(|d| d.status_hash() == hash) {
                 return Ok(None);
             }
@@ -491,18 +573,6 @@ impl ReportWriter {
             let rv = before
                 .as_ref()
                 .and_then(|d| d.resource_version().map(str::to_string));
-            let metadata = rv.as_deref().map(|rv| ApplyMeta {
-                name,
-                resource_version: Some(rv),
-                labels: None,
-            });
-            let body = ApplyBody {
-                api_version: &api_version,
-                kind: &kind,
-                metadata,
-                spec: None,
-                status: Some(&status),
-            };
             self.unanswered()
                 .entry(key.clone())
                 .or_default()
@@ -510,20 +580,29 @@ impl ReportWriter {
                     write_id: write_id.clone(),
                     update: u.clone(),
                     before,
+                    created: create,
                 });
-            let patch = Patch::Apply(&body);
-            let written = self
-                .call(
-                    Call::ApplyStatus,
+            let written = if create {
+                self.call(Call::Create, ns, name, self.create_report(ns, u, &status))
+                    .await
+            } else {
+                let ops = WriteOps {
+                    resource_version: rv.as_deref(),
+                    spec: &u.spec,
+                    status: &status,
+                };
+                self.call(
+                    Call::Write,
                     ns,
                     name,
-                    written_api.patch_status(name, &pp, &patch),
+                    self.write_report::<WrittenReport>(ns, name, &ops),
                 )
-                .await;
+                .await
+            };
             match written {
                 Ok(stored) => {
-                    // Applied over the version read: no earlier unanswered
-                    // write of this report landed.
+                    // Applied over the version read (or created): no
+                    // earlier unanswered write of this report landed.
                     if let Some(sent) = self.unanswered().remove(&key) {
                         for w in sent.iter().filter(|w| w.write_id != write_id) {
                             // A later write applied over its version.
@@ -531,7 +610,13 @@ impl ReportWriter {
                         }
                     }
                     let rv = stored.metadata.resource_version.as_deref();
-                    let inc = self.ledger().record(&key, hash, &u.status, rv);
+                    let mut ledger = self.ledger();
+                    if create {
+                        // What it counts, it counts from nothing.
+                        ledger.seed_empty(&key, rv);
+                    }
+                    let inc = ledger.record(&key, hash, &u.status, rv);
+                    drop(ledger);
                     log_counted(u, &inc, &write_id, "answered");
                     return Ok(Some(inc));
                 }
@@ -546,15 +631,20 @@ impl ReportWriter {
                     if !e.conflict() || attempts >= CONFLICT_ATTEMPTS {
                         return Err(e);
                     }
-                    // Written since we read it: read it again.
+                    // Created or written since we read it: read it again.
                     self.count("conflict");
                     match self.call(Call::Get, ns, name, api.get(name)).await {
-                        Ok(stored) => self.take_stored(&key, &stored.into()),
+                        Ok(stored) => {
+                            self.take_stored(&key, &stored.into());
+                            create = false;
+                        }
                         Err(g) => {
                             if g.not_found(Call::Get) {
-                                if let Some(sent) = self.unanswered().remove(&key) {
-                                    // No report: nothing sent over one of its versions can land.
-                                    let _ = self.resolve(sent, None, None);
+                                if let Some(sent) = self.unanswered().remove(&key)
+                                    && let Err(in_flight) = self.resolve(sent, false, None, None)
+                                {
+                                    // A create that may still land.
+                                    self.unanswered().insert(key.clone(), in_flight);
                                 }
                                 self.ledger().forget(&key);
                             }
@@ -624,25 +714,13 @@ impl ReportWriter {
         // nothing, and a replica still reading back one of those writes
         // learns it landed. Applied only over the version read.
         close_unseen(&mut status, at);
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        let body = ApplyBody {
-            api_version: &SidecarOrderReport::api_version(&()),
-            kind: &SidecarOrderReport::kind(&()),
-            metadata: Some(ApplyMeta {
-                name,
-                resource_version: rv.as_deref(),
-                labels: None,
-            }),
-            spec: None,
-            status: Some(&status),
+        let ops = WriteOps {
+            resource_version: rv.as_deref(),
+            spec: &stored_spec,
+            status: &status,
         };
-        let closed = self
-            .call(
-                Call::ApplyStatus,
-                ns,
-                name,
-                api.patch_status(name, &pp, &Patch::Apply(&body)),
-            )
+        let closed: WireReport = self
+            .call(Call::Write, ns, name, self.write_report(ns, name, &ops))
             .await?;
         self.take_stored(&(ns.into(), name.into()), &closed.into());
         Ok(true)
@@ -694,9 +772,7 @@ impl ReportWriter {
                         }
                         Outcome::Done
                     }
-                    Err(e) if e.not_found(Call::Get) || e.not_found(Call::ApplyStatus) => {
-                        Outcome::Done
-                    }
+                    Err(e) if e.not_found(Call::Get) || e.not_found(Call::Write) => Outcome::Done,
                     Err(e) => self.failed(
                         e,
                         Work::Close {
@@ -729,7 +805,7 @@ impl ReportWriter {
             Ok(inc) => ("written", inc),
             // Deleted behind our back: create it again, unless nothing
             // more will ever be written to it.
-            Err(e) if (e.not_found(Call::ApplyStatus) || e.not_found(Call::Get)) && !ended => {
+            Err(e) if (e.not_found(Call::Write) || e.not_found(Call::Get)) && !ended => {
                 match self.apply_report(u, hash, true).await {
                     Ok(inc) => ("recreated", inc),
                     Err(e) => return self.failed(e, Work::Apply(o)),
