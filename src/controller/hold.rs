@@ -86,6 +86,19 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A gate that opens once its sender says so (or is gone).
+    fn gate() -> (
+        tokio::sync::watch::Sender<bool>,
+        futures::future::BoxFuture<'static, ()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let gate = async move {
+            let _ = rx.wait_for(|open| *open).await;
+        }
+        .boxed();
+        (tx, gate)
+    }
+
     /// A stream of 0..n that counts how many of its items were read.
     fn counted(n: usize) -> (impl Stream<Item = usize> + Unpin, Arc<AtomicUsize>) {
         let read = Arc::new(AtomicUsize::new(0));
@@ -99,11 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_ahead_up_to_the_cap_and_passes_everything_on_in_order_once_open() {
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let gate = async move {
-            let _ = rx.wait_for(|open| *open).await;
-        }
-        .boxed();
+        let (tx, gate) = gate();
         let (inner, read) = counted(10);
         let mut held = until(inner, gate, 4);
         // Closed: nothing comes out, and at most `cap` items were read.
@@ -120,11 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gate_whose_sender_is_gone_opens() {
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let gate = async move {
-            let _ = rx.wait_for(|open| *open).await;
-        }
-        .boxed();
+        let (tx, gate) = gate();
         let (inner, _) = counted(3);
         let held = until(inner, gate, 100);
         drop(tx);
@@ -133,11 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_inner_stream_that_ends_while_closed_ends_after_its_items() {
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let gate = async move {
-            let _ = rx.wait_for(|open| *open).await;
-        }
-        .boxed();
+        let (tx, gate) = gate();
         let (inner, read) = counted(2);
         let mut held = until(inner, gate, 100);
         assert!(held.next().now_or_never().is_none());
