@@ -22,7 +22,6 @@ pub fn until<S: Stream + Unpin>(inner: S, gate: BoxFuture<'static, ()>, cap: usi
         gate: Some(gate),
         held: VecDeque::new(),
         cap,
-        most: 0,
     }
 }
 
@@ -32,15 +31,6 @@ pub struct Held<S: Stream> {
     gate: Option<BoxFuture<'static, ()>>,
     held: VecDeque<S::Item>,
     cap: usize,
-    /// The most items held at once.
-    most: usize,
-}
-
-impl<S: Stream> Held<S> {
-    /// The most items held at once so far.
-    pub fn most_held(&self) -> usize {
-        self.most
-    }
 }
 
 // Nothing in it is pinned: the inner stream is Unpin, its items are moved.
@@ -63,7 +53,6 @@ impl<S: Stream + Unpin> Stream for Held<S> {
                         Poll::Ready(None) | Poll::Pending => break,
                     }
                 }
-                this.most = this.most.max(this.held.len());
                 return Poll::Pending;
             }
         }
@@ -118,7 +107,7 @@ mod tests {
         // Closed: nothing comes out, and at most `cap` items were read.
         assert!(held.next().now_or_never().is_none());
         assert_eq!(read.load(Ordering::SeqCst), 4);
-        assert_eq!(held.most_held(), 4);
+        assert_eq!(held.held.len(), 4);
         // Polled again while closed: still no further than the cap.
         assert!(held.next().now_or_never().is_none());
         assert_eq!(read.load(Ordering::SeqCst), 4);
